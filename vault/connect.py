@@ -1,0 +1,170 @@
+"""Linking an account: authorization code + PKCE + state against the upstream.
+
+`begin` records a connect state (state as a digest, PKCE verifier sealed) and
+returns the upstream authorization URL; `consume` checks and uses up the state
+when the browser comes back (a forged, expired, replayed or someone else's state
+fails the same way); the caller then exchanges the code upstream and stores the
+account with `accounts.store_account`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vault import upstream
+from vault.accounts import connection_secret_aad, upstream_client
+from vault.envelope import associated_data, seal, unseal
+from vault.errors import ConnectFailed, VaultError
+from vault.keyring import KeyRing
+from vault.models import Connection, ConnectState
+
+STATE_TTL_SECONDS = 600
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass(frozen=True)
+class ConsumedState:
+    verifier: str
+    scopes: list[str]
+    return_to: str
+
+    def __repr__(self) -> str:
+        return f"ConsumedState(scopes={self.scopes!r}, return_to={self.return_to!r})"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _state_aad(state_hash: str, user_id: str, connection: str) -> bytes:
+    return associated_data("vault_connect_state", state_hash, user_id, connection)
+
+
+def create_connection(
+    session: Session,
+    keyring: KeyRing,
+    clock: Callable[[], float],
+    *,
+    name: str,
+    display_name: str,
+    client_id: str,
+    client_secret: str | None,
+    authorize_url: str,
+    token_url: str,
+    revocation_url: str | None,
+    discovery_url: str | None,
+    scopes: list[str],
+    default_scopes: list[str] | None = None,
+    auth_method: str = "client_secret_basic",
+    authorize_params: dict[str, Any] | None = None,
+    allowed_clients: list[str] | None = None,
+) -> Connection:
+    if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
+        raise VaultError("connection name: 1-64 of a-z 0-9 - _")
+    if session.get(Connection, name) is not None:
+        raise VaultError(f"connection {name!r} already exists")
+    if auth_method not in ("client_secret_basic", "client_secret_post", "none"):
+        raise VaultError("auth method must be client_secret_basic, client_secret_post or none")
+    defaults = default_scopes if default_scopes is not None else list(scopes)
+    if not set(defaults) <= set(scopes):
+        raise VaultError("default scopes must be among the connection's scopes")
+    connection = Connection(
+        name=name,
+        display_name=display_name,
+        client_id=client_id,
+        client_secret_sealed=seal(keyring, client_secret.encode(), connection_secret_aad(name))
+        if client_secret
+        else None,
+        authorize_url=authorize_url,
+        token_url=token_url,
+        revocation_url=revocation_url,
+        discovery_url=discovery_url,
+        scopes=list(scopes),
+        default_scopes=defaults,
+        token_endpoint_auth_method=auth_method,
+        authorize_params=dict(authorize_params or {}),
+        allowed_clients=list(allowed_clients or []),
+        created_at=int(clock()),
+    )
+    session.add(connection)
+    return connection
+
+
+def begin(
+    session: Session,
+    keyring: KeyRing,
+    clock: Callable[[], float],
+    connection: Connection,
+    user_id: str,
+    scopes: list[str],
+    return_to: str,
+    redirect_uri: str,
+) -> str:
+    """Record a connect state and return the upstream authorization URL to send the user to."""
+    wanted = list(dict.fromkeys(scopes or connection.default_scopes))
+    if not set(wanted) <= set(connection.scopes):
+        raise VaultError("the connection does not offer these scopes")
+    state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(64)
+    state_hash = _digest(state)
+    session.add(
+        ConnectState(
+            state_hash=state_hash,
+            user_id=user_id,
+            connection_name=connection.name,
+            verifier_sealed=seal(
+                keyring, verifier.encode(), _state_aad(state_hash, user_id, connection.name)
+            ),
+            scopes=wanted,
+            return_to=return_to,
+            expires_at=int(clock()) + STATE_TTL_SECONDS,
+        )
+    )
+    client = upstream_client(keyring, connection)
+    return upstream.authorization_url(
+        client, redirect_uri, wanted, state, verifier, dict(connection.authorize_params)
+    )
+
+
+def consume(
+    session: Session,
+    keyring: KeyRing,
+    clock: Callable[[], float],
+    connection: Connection,
+    user_id: str,
+    state: str,
+) -> ConsumedState:
+    """Use up the state of a callback; any mismatch is the same ConnectFailed."""
+    if not state or len(state) > 512:
+        raise ConnectFailed("missing or malformed state")
+    state_hash = _digest(state)
+    row = session.scalar(
+        select(ConnectState).where(ConnectState.state_hash == state_hash).with_for_update()
+    )
+    moment = int(clock())
+    if (
+        row is None
+        or row.consumed_at is not None
+        or row.expires_at <= moment
+        or row.user_id != user_id
+        or row.connection_name != connection.name
+    ):
+        raise ConnectFailed("unknown, expired or already used state")
+    row.consumed_at = moment
+    verifier = unseal(
+        keyring, row.verifier_sealed, _state_aad(state_hash, user_id, connection.name)
+    ).decode()
+    return ConsumedState(verifier, list(row.scopes), row.return_to)
+
+
+def purge_states(session: Session, now: float | None = None) -> int:
+    moment = int(now if now is not None else time.time())
+    result = session.execute(delete(ConnectState).where(ConnectState.expires_at < moment))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,174 @@
+"""Talking to upstream OAuth 2.0 providers, through Authlib's requests client.
+
+Every failure becomes an :class:`UpstreamError` whose text never includes a token:
+a timeout, a 5xx, a malformed answer, or an OAuth error code from the provider
+(``rejected``, with the code, e.g. ``invalid_grant``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from authlib.integrations.requests_client import (  # type: ignore[import-untyped]
+    OAuth2Session,
+    OAuthError,
+)
+
+from vault.errors import UpstreamError
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamClient:
+    """A connection's endpoints and credentials, with the secret opened for this call only."""
+
+    client_id: str
+    client_secret: str | None
+    auth_method: str
+    authorize_url: str
+    token_url: str
+    revocation_url: str | None
+
+    def __repr__(self) -> str:
+        return f"UpstreamClient(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+
+@dataclass(frozen=True)
+class UpstreamTokens:
+    access_token: str
+    expires_at: float | None
+    refresh_token: str | None
+    scopes: list[str] | None
+
+    def __repr__(self) -> str:
+        return f"UpstreamTokens(expires_at={self.expires_at!r}, scopes={self.scopes!r})"
+
+
+def _session(client: UpstreamClient, **extra: Any) -> Any:
+    return OAuth2Session(
+        client.client_id,
+        client.client_secret,
+        token_endpoint_auth_method=client.auth_method,
+        **extra,
+    )
+
+
+def authorization_url(
+    client: UpstreamClient,
+    redirect_uri: str,
+    scopes: list[str],
+    state: str,
+    code_verifier: str,
+    extra_params: dict[str, Any],
+) -> str:
+    session = _session(
+        client, redirect_uri=redirect_uri, scope=" ".join(scopes), code_challenge_method="S256"
+    )
+    url, _ = session.create_authorization_url(
+        client.authorize_url, state=state, code_verifier=code_verifier, **extra_params
+    )
+    return str(url)
+
+
+def _tokens(raw: Any, clock: Callable[[], float]) -> UpstreamTokens:
+    if not isinstance(raw, dict) or not isinstance(raw.get("access_token"), str):
+        raise UpstreamError("bad_response", "no access_token in the answer")
+    expires_in = raw.get("expires_in")
+    expires_at = clock() + float(expires_in) if isinstance(expires_in, int | float) else None
+    scope = raw.get("scope")
+    refresh = raw.get("refresh_token")
+    return UpstreamTokens(
+        access_token=raw["access_token"],
+        expires_at=expires_at,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        scopes=scope.split() if isinstance(scope, str) else None,
+    )
+
+
+def _call(action: Callable[[], Any], clock: Callable[[], float]) -> UpstreamTokens:
+    try:
+        return _tokens(action(), clock)
+    except OAuthError as error:
+        raise UpstreamError("rejected", str(getattr(error, "error", "") or "error")) from None
+    except requests.Timeout:
+        raise UpstreamError("timeout") from None
+    except requests.HTTPError as error:
+        status = error.response.status_code if error.response is not None else 0
+        kind = "unavailable" if status >= 500 or status == 0 else "bad_response"
+        raise UpstreamError(kind, f"HTTP {status}") from None
+    except requests.RequestException as error:
+        raise UpstreamError("unavailable", type(error).__name__) from None
+    except ValueError:
+        raise UpstreamError("bad_response", "unreadable answer") from None
+
+
+def exchange_code(
+    client: UpstreamClient,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+    clock: Callable[[], float],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> UpstreamTokens:
+    session = _session(client, redirect_uri=redirect_uri)
+    return _call(
+        lambda: session.fetch_token(
+            client.token_url,
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=code_verifier,
+            timeout=timeout,
+        ),
+        clock,
+    )
+
+
+def refresh(
+    client: UpstreamClient,
+    refresh_token: str,
+    clock: Callable[[], float],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> UpstreamTokens:
+    """A new access token; `refresh_token` in the result is the rotated one or the same."""
+    session = _session(client)
+    return _call(
+        lambda: session.refresh_token(
+            client.token_url,
+            refresh_token=refresh_token,
+            timeout=timeout,
+        ),
+        clock,
+    )
+
+
+def revoke(client: UpstreamClient, token: str, hint: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """RFC 7009 where offered; True when the provider accepted the revocation."""
+    if not client.revocation_url:
+        return False
+    try:
+        response = _session(client).revoke_token(
+            client.revocation_url,
+            token=token,
+            token_type_hint=hint,
+            timeout=timeout,
+        )
+    except (requests.RequestException, OAuthError):
+        return False
+    return bool(200 <= response.status_code < 300)
+
+
+def discover(discovery_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """RFC 8414 / OIDC discovery document of an upstream (used when registering it)."""
+    try:
+        response = requests.get(discovery_url, timeout=timeout)
+        response.raise_for_status()
+        document = response.json()
+    except (requests.RequestException, ValueError):
+        raise UpstreamError("unavailable", "discovery document unreachable") from None
+    if not isinstance(document, dict):
+        raise UpstreamError("bad_response", "discovery document is not an object")
+    return document
