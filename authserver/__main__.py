@@ -1,0 +1,5 @@
+"""`python -m authserver` runs the CLI."""
+
+from .cli import main
+
+main()

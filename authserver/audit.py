@@ -1,0 +1,226 @@
+"""Tamper-evident audit log: one row per security event.
+
+Two MACs (HMAC-SHA256 under a server key sealed by the vault key ring, so a
+database-only attacker cannot recompute them):
+
+- `row_mac`, written with the row inside the transaction that did the work, covers
+  the row's own fields and a random `event_id`: an edited or forged row fails it.
+- `chain_mac`, written later by the linker, chains each row to the previous one in
+  link order (`chain_seq`); a deleted row leaves a gap, a reordered row breaks the
+  chain, and `audit_head` records the tail so truncation is detected.
+
+Linking after commit, in batches and under a lock, keeps the token endpoint from
+serialising on the chain head; several workers and nodes can write at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault import KeyRing, associated_data, seal, unseal
+
+from .models import AuditEvent, AuditHead, ServerSecret
+
+log = logging.getLogger(__name__)
+
+AUDIT_KEY_NAME = "audit_mac_key"
+GENESIS_MAC = "0" * 64
+LINK_BATCH = 1000
+# Arbitrary constant naming the linker's PostgreSQL advisory lock.
+LINKER_LOCK_ID = 0x61756469
+
+
+@dataclass
+class AuditEntry:
+    event: str
+    outcome: str = "success"
+    user_id: str | None = None
+    client_id: str | None = None
+    actor_chain: list[str] | None = None
+    ip: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "edited", "missing", "chain_broken", "truncated"
+    detail: str
+
+
+def load_or_create_audit_key(session: Session, keyring: KeyRing) -> bytes:
+    aad = associated_data("server_secret", AUDIT_KEY_NAME)
+    row = session.get(ServerSecret, AUDIT_KEY_NAME)
+    if row is None:
+        key = secrets.token_bytes(32)
+        session.add(ServerSecret(name=AUDIT_KEY_NAME, sealed=seal(keyring, key, aad)))
+        session.flush()
+        return key
+    return unseal(keyring, row.sealed, aad)
+
+
+def _mac(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _row_content(row: AuditEvent) -> str:
+    fields = [
+        row.event_id,
+        row.occurred_at_us,
+        row.event,
+        row.outcome,
+        row.user_id,
+        row.client_id,
+        row.actor_chain,
+        row.ip,
+        row.details,
+    ]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _chain_mac(key: bytes, seq: int, previous: str, row_mac: str) -> str:
+    return _mac(key, f"chain:{seq}:{previous}:{row_mac}")
+
+
+def _head_mac(key: bytes, seq: int, chain_mac: str) -> str:
+    return _mac(key, f"head:{seq}:{chain_mac}")
+
+
+def make_row(key: bytes, entry: AuditEntry, occurred_at_us: int | None = None) -> AuditEvent:
+    row = AuditEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at_us=occurred_at_us or time.time_ns() // 1000,
+        event=entry.event,
+        outcome=entry.outcome,
+        user_id=entry.user_id,
+        client_id=entry.client_id,
+        actor_chain=entry.actor_chain,
+        ip=entry.ip,
+        details=dict(entry.details),
+    )
+    row.row_mac = _mac(key, _row_content(row))
+    return row
+
+
+def _take_linker_lock(session: Session) -> bool:
+    if session.get_bind().dialect.name != "postgresql":
+        return True  # SQLite transactions already hold the database write lock.
+    return bool(
+        session.execute(
+            text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LINKER_LOCK_ID}
+        ).scalar_one()
+    )
+
+
+def link_pending(session: Session, key: bytes, batch: int = LINK_BATCH) -> int:
+    """Chain up to `batch` unlinked rows onto the head; returns how many were linked."""
+    if not _take_linker_lock(session):
+        return 0
+    head = session.get(AuditHead, 1)
+    seq, previous = (head.chain_seq, head.chain_mac) if head else (0, GENESIS_MAC)
+    rows = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.chain_seq.is_(None))
+        .order_by(AuditEvent.id)
+        .limit(batch)
+    ).all()
+    for row in rows:
+        seq += 1
+        previous = _chain_mac(key, seq, previous, row.row_mac)
+        row.chain_seq, row.chain_mac = seq, previous
+    if rows:
+        if head is None:
+            head = AuditHead(id=1)
+            session.add(head)
+        head.chain_seq, head.chain_mac = seq, previous
+        head.head_mac = _head_mac(key, seq, previous)
+    return len(rows)
+
+
+def link_all(factory: sessionmaker[Session], key: bytes) -> int:
+    total = 0
+    while True:
+        with factory.begin() as session:
+            linked = link_pending(session, key)
+        total += linked
+        if linked < LINK_BATCH:
+            return total
+
+
+def verify_chain(session: Session, key: bytes) -> list[Problem]:
+    """Recompute every MAC; an empty list means the log is intact."""
+    problems: list[Problem] = []
+    expected_seq, previous = 0, GENESIS_MAC
+    ordered = select(AuditEvent).order_by(
+        AuditEvent.chain_seq.is_(None), AuditEvent.chain_seq, AuditEvent.id
+    )
+    for row in session.scalars(ordered).yield_per(1000):
+        if not hmac.compare_digest(row.row_mac, _mac(key, _row_content(row))):
+            problems.append(Problem("edited", f"row id={row.id} does not match its MAC"))
+        if row.chain_seq is None:
+            continue
+        expected_seq += 1
+        if row.chain_seq != expected_seq:
+            problems.append(
+                Problem("missing", f"chain positions {expected_seq}..{row.chain_seq - 1} are gone")
+            )
+            expected_seq = row.chain_seq
+        expected = _chain_mac(key, row.chain_seq, previous, row.row_mac)
+        if not hmac.compare_digest(row.chain_mac or "", expected):
+            problems.append(Problem("chain_broken", f"row id={row.id} breaks the chain"))
+        previous = row.chain_mac or ""
+    problems.extend(_check_head(session, key, expected_seq, previous))
+    return problems
+
+
+def _check_head(session: Session, key: bytes, last_seq: int, last_mac: str) -> list[Problem]:
+    head = session.get(AuditHead, 1)
+    if head is None:
+        return [] if last_seq == 0 else [Problem("truncated", "the chain head record is missing")]
+    if not hmac.compare_digest(head.head_mac, _head_mac(key, head.chain_seq, head.chain_mac)):
+        return [Problem("edited", "the chain head record does not match its MAC")]
+    if head.chain_seq != last_seq or not hmac.compare_digest(head.chain_mac, last_mac):
+        return [Problem("truncated", f"the chain should end at position {head.chain_seq}")]
+    return []
+
+
+class AuditLinker:
+    """Links committed rows in the background, at most every `interval` seconds."""
+
+    def __init__(self, factory: sessionmaker[Session], key: bytes, interval: float) -> None:
+        self._factory = factory
+        self._key = key
+        self._interval = interval
+        self._started = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def ensure_started(self) -> None:
+        # Started lazily from a request so it runs in the worker after a fork.
+        if self._started or self._interval <= 0:
+            return
+        with self._lock:
+            if not self._started:
+                threading.Thread(target=self._run, name="audit-linker", daemon=True).start()
+                self._started = True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                link_all(self._factory, self._key)
+            except Exception:  # the next round retries; rows stay MAC-protected meanwhile
+                log.exception("audit linking failed")
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,86 @@
+"""`audit list` and `audit verify`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from .. import audit as audit_log
+from ..models import AuditEvent
+from .common import emit, json_option, load_runtime
+
+
+def _row_json(row: AuditEvent) -> dict[str, Any]:
+    moment = dt.datetime.fromtimestamp(row.occurred_at_us / 1e6, tz=dt.UTC)
+    return {
+        "id": row.id,
+        "time": moment.isoformat(timespec="milliseconds"),
+        "event": row.event,
+        "outcome": row.outcome,
+        "user_id": row.user_id,
+        "client_id": row.client_id,
+        "actor_chain": row.actor_chain,
+        "ip": row.ip,
+        "details": row.details,
+        "chain_seq": row.chain_seq,
+    }
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("list")
+@click.option("--user", "user_id", default=None, help="User id.")
+@click.option("--client", "client_id", default=None)
+@click.option("--event", default=None, help="Event name, e.g. login or token.issued.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@json_option
+def audit_list(
+    user_id: str | None, client_id: str | None, event: str | None, limit: int, as_json: bool
+) -> None:
+    """Newest events first, filtered by user, client and event."""
+    runtime = load_runtime()
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    for column, value in (
+        (AuditEvent.user_id, user_id),
+        (AuditEvent.client_id, client_id),
+        (AuditEvent.event, event),
+    ):
+        if value:
+            query = query.where(column == value)
+    with runtime.session_factory() as session:
+        rows = [_row_json(row) for row in session.scalars(query)]
+    lines = [
+        f"{r['time']}  {r['event']:<24} {r['outcome']:<9} user={r['user_id'] or '-'} "
+        f"client={r['client_id'] or '-'}"
+        for r in rows
+    ]
+    emit(rows, as_json, "\n".join(lines))
+
+
+@audit.command("verify")
+@json_option
+def audit_verify(as_json: bool) -> None:
+    """Link pending rows, then recompute every MAC; exits 1 if anything was changed."""
+    runtime = load_runtime()
+    linked = audit_log.link_all(runtime.session_factory, runtime.audit_key)
+    with runtime.session_factory() as session:
+        problems = audit_log.verify_chain(session, runtime.audit_key)
+        total = session.query(AuditEvent).count()
+    report = {
+        "ok": not problems,
+        "events": total,
+        "newly_linked": linked,
+        "problems": [{"kind": p.kind, "detail": p.detail} for p in problems],
+    }
+    text = (
+        "audit log intact" if not problems else "\n".join(f"{p.kind}: {p.detail}" for p in problems)
+    )
+    emit(report, as_json, f"{text} ({total} events)")
+    if problems:
+        raise SystemExit(1)

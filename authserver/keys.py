@@ -1,0 +1,167 @@
+"""Signing keys: stored in the database, private parts sealed by the vault key ring.
+
+Each algorithm (RS256, ES256, EdDSA) has one current key. `rotate` adds new keys
+and retires the current ones: a retired key stops signing but stays in the JWKS
+until every token it signed has expired. Each process caches parsed keys (parsing
+a PEM costs milliseconds; signing with a parsed key costs microseconds) and
+reloads the table periodically, or at once when it meets an unknown `kid`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault import KeyRing, associated_data, seal, unseal
+
+from .models import SigningKey, now
+
+SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name, not a secret)
+DEFAULT_ID_TOKEN_ALG = "RS256"  # noqa: S105 (an algorithm name)
+RELOAD_INTERVAL_SECONDS = 30.0
+UNKNOWN_KID_RELOAD_SECONDS = 1.0
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    alg: str
+    private_key: PrivateKey
+    public_jwk: dict[str, Any]
+    retired: bool
+
+
+def _generate_private_key(alg: str) -> PrivateKey:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported signing algorithm {alg!r}")
+
+
+def _public_jwk(alg: str, private_key: PrivateKey, kid: str) -> dict[str, Any]:
+    to_jwk: Callable[..., Any] = {
+        "RS256": RSAAlgorithm.to_jwk,
+        "ES256": ECAlgorithm.to_jwk,
+        "EdDSA": OKPAlgorithm.to_jwk,
+    }[alg]
+    jwk: dict[str, Any] = to_jwk(private_key.public_key(), as_dict=True)
+    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+
+
+def _key_aad(kid: str, alg: str) -> bytes:
+    return associated_data("signing_key", kid, alg)
+
+
+def create_signing_key(session: Session, keyring: KeyRing, alg: str) -> SigningKey:
+    """Generate a key for `alg`, seal its private part and add it to the session."""
+    private_key = _generate_private_key(alg)
+    kid = f"{alg.lower()}-{secrets.token_urlsafe(9)}"
+    der = private_key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    row = SigningKey(
+        kid=kid,
+        alg=alg,
+        public_jwk=_public_jwk(alg, private_key, kid),
+        private_sealed=seal(keyring, der, _key_aad(kid, alg)),
+    )
+    session.add(row)
+    return row
+
+
+def ensure_signing_keys(session: Session, keyring: KeyRing) -> list[SigningKey]:
+    """Create a current key for every algorithm that has none; returns the new ones."""
+    current = {row.alg for row in session.scalars(select(SigningKey)) if row.retired_at is None}
+    return [
+        create_signing_key(session, keyring, alg) for alg in SUPPORTED_ALGS if alg not in current
+    ]
+
+
+def rotate_signing_keys(session: Session, keyring: KeyRing, overlap_seconds: int) -> list[str]:
+    """Retire the current keys (kept published for `overlap_seconds`) and add new ones."""
+    moment = now()
+    for row in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+        row.retired_at = moment
+        row.expires_at = moment + overlap_seconds
+    return [create_signing_key(session, keyring, alg).kid for alg in SUPPORTED_ALGS]
+
+
+def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
+    der = unseal(keyring, row.private_sealed, _key_aad(row.kid, row.alg))
+    private_key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(
+        private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
+        raise ValueError("unexpected key type in signing key table")
+    return LoadedKey(
+        row.kid, row.alg, private_key, dict(row.public_jwk), row.retired_at is not None
+    )
+
+
+class SigningKeys:
+    """A process-local, periodically reloaded view of the signing key table."""
+
+    def __init__(self, session_factory: sessionmaker[Session], keyring: KeyRing) -> None:
+        self._session_factory = session_factory
+        self._keyring = keyring
+        self._lock = threading.Lock()
+        self._by_kid: dict[str, LoadedKey] = {}
+        self._loaded_at = 0.0
+
+    def _reload(self) -> None:
+        moment = now()
+        with self._session_factory() as session:
+            rows = session.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
+        published = [row for row in rows if row.expires_at is None or row.expires_at > moment]
+        cached = self._by_kid
+        self._by_kid = {
+            row.kid: cached.get(row.kid) or _load(row, self._keyring) for row in published
+        }
+        # A key retired by another process must stop signing here too.
+        for row in published:
+            if row.retired_at is not None and not self._by_kid[row.kid].retired:
+                self._by_kid[row.kid] = _load(row, self._keyring)
+        self._loaded_at = time.monotonic()
+
+    def _fresh(self, max_age: float = RELOAD_INTERVAL_SECONDS) -> dict[str, LoadedKey]:
+        if time.monotonic() - self._loaded_at > max_age:
+            with self._lock:
+                if time.monotonic() - self._loaded_at > max_age:
+                    self._reload()
+        return self._by_kid
+
+    def invalidate(self) -> None:
+        self._loaded_at = 0.0
+
+    def signing_key(self, alg: str) -> LoadedKey:
+        candidates = [key for key in self._fresh().values() if key.alg == alg and not key.retired]
+        if not candidates:
+            raise LookupError(f"no current signing key for {alg}; run `authserver init`")
+        return candidates[-1]
+
+    def verification_key(self, kid: str) -> LoadedKey | None:
+        key = self._fresh().get(kid)
+        if key is None:
+            key = self._fresh(UNKNOWN_KID_RELOAD_SECONDS).get(kid)
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [key.public_jwk for key in self._fresh().values()]}

@@ -1,0 +1,75 @@
+"""The client model as Authlib's `ClientMixin`, and redirect URI matching.
+
+Redirect URIs match exactly (RFC 9700 §4.1.3), except that a public client
+registered with a loopback IP redirect may use any port (RFC 8252 §7.3).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+
+from ..credentials import matches_digest
+from ..models import Client
+
+LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
+# Endpoints other than /token at which a public client may identify itself by id only.
+PUBLIC_CLIENT_ENDPOINTS = ("revocation", "token")
+
+
+def _without_port(netloc: str) -> str:
+    host, _, port = netloc.rpartition(":")
+    return host if host and port.isdigit() and not netloc.endswith("]") else netloc
+
+
+def loopback_match(registered: str, requested: str) -> bool:
+    """RFC 8252 §7.3: same scheme, loopback host, path and query; any port."""
+    reg, req = urlsplit(registered), urlsplit(requested)
+    if reg.scheme != "http" or req.scheme != "http":
+        return False
+    reg_host, req_host = _without_port(reg.netloc), _without_port(req.netloc)
+    return (
+        reg_host in LOOPBACK_HOSTS
+        and reg_host == req_host
+        and (reg.path, reg.query, reg.fragment) == (req.path, req.query, req.fragment)
+        and req.port is not None
+    )
+
+
+class OAuthClient(ClientMixin):
+    def __init__(self, model: Client) -> None:
+        self.model = model
+        self.client_id = model.client_id
+
+    def get_client_id(self) -> str:
+        return self.model.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return None  # redirect_uri is always required (OIDC Core §3.1.2.1).
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = self.model.allowed_scopes
+        return " ".join(item for item in scope.split() if item in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        registered = self.model.redirect_uris or []
+        if redirect_uri in registered:
+            return True
+        return self.model.is_public and any(loopback_match(uri, redirect_uri) for uri in registered)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return matches_digest(client_secret, self.model.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.model.is_public:
+            return method == "none" and endpoint in PUBLIC_CLIENT_ENDPOINTS
+        return method == self.model.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in (self.model.response_types or [])
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in (self.model.grant_types or [])

@@ -1,0 +1,88 @@
+"""Finding a presented token: one of our JWT access tokens, or a refresh token by digest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...credentials import digest
+from ...models import AccessTokenRecord, Grant, RefreshToken, ResourceServer, now
+from ...tokens import ACCESS_TOKEN_TYP, InvalidOwnToken, TokenMinter
+
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass
+class FoundToken:
+    kind: str  # "access_token" or "refresh_token"
+    client_id: str
+    active: bool
+    claims: dict[str, Any]
+    access_record: AccessTokenRecord | None = None
+    refresh_row: RefreshToken | None = None
+    grant: Grant | None = None
+
+
+def _grant_live(grant: Grant | None) -> bool:
+    return grant is None or (grant.revoked_at is None and grant.expires_at > now())
+
+
+def find_access_token(session: Session, minter: TokenMinter, value: str) -> FoundToken | None:
+    try:
+        claims = minter.verify(value, typ=ACCESS_TOKEN_TYP, verify_exp=False)
+    except InvalidOwnToken:
+        return None
+    record = session.get(AccessTokenRecord, str(claims.get("jti", "")))
+    if record is None:
+        return None
+    grant = session.get(Grant, record.grant_id) if record.grant_id else None
+    active = record.revoked_at is None and record.expires_at > now() and _grant_live(grant)
+    return FoundToken(
+        "access_token", record.client_id, active, claims, access_record=record, grant=grant
+    )
+
+
+def find_refresh_token(session: Session, value: str) -> FoundToken | None:
+    row = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == digest(value)))
+    if row is None:
+        return None
+    grant = session.get(Grant, row.grant_id)
+    active = row.used_at is None and row.expires_at > now() and _grant_live(grant)
+    claims = {
+        "scope": row.scope,
+        "sub": grant.user_id if grant else None,
+        "iat": row.issued_at,
+        "exp": row.expires_at,
+    }
+    return FoundToken("refresh_token", row.client_id, active, claims, refresh_row=row, grant=grant)
+
+
+def find_token(
+    session: Session, minter: TokenMinter, value: str, hint: str | None
+) -> FoundToken | None:
+    """RFC 7009 §2.1 / RFC 7662 §2.1: the hint orders the search, it never limits it."""
+    if not value or len(value) > MAX_TOKEN_LENGTH:
+        return None
+    finders = [
+        lambda: find_access_token(session, minter, value),
+        lambda: find_refresh_token(session, value),
+    ]
+    if hint == "refresh_token":
+        finders.reverse()
+    for finder in finders:
+        found = finder()
+        if found is not None:
+            return found
+    return None
+
+
+def audience_clients(session: Session, audience: Any) -> set[str]:
+    """Clients of the resource servers a token is addressed to."""
+    identifiers = [audience] if isinstance(audience, str) else list(audience or [])
+    rows = session.scalars(
+        select(ResourceServer.client_id).where(ResourceServer.identifier.in_(identifiers))
+    )
+    return {client_id for client_id in rows if client_id}

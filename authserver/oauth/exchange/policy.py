@@ -1,0 +1,75 @@
+"""Who may exchange what (RFC 8693 §1.1, §4.1, §4.4).
+
+- The requesting client must be registered for the token-exchange grant and may
+  only target audiences its registration allows.
+- Delegation (an actor token, or a subject token issued to another client) needs
+  the client's delegation policy on, and, when the subject token carries
+  `may_act`, that claim must name the requesting client.
+- The result's `act` names the requesting client; an already delegated subject
+  token's `act` is nested beneath it, so a chain of agents stays visible.
+- Scopes are at most subject ∩ client ∩ resource; asking for more is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...models import Client, ResourceServer
+from .presented import PresentedToken
+
+MAX_CHAIN_DEPTH = 8
+
+
+class PolicyRefusal(Exception):
+    """The exchange is well-formed but not allowed; the message says why."""
+
+
+def is_delegation(client: Client, subject: PresentedToken, actor: PresentedToken | None) -> bool:
+    return actor is not None or subject.client_id != client.client_id
+
+
+def check_delegation(client: Client, subject: PresentedToken) -> None:
+    if not client.may_delegate:
+        raise PolicyRefusal("This client may not act on behalf of users.")
+    may_act = subject.may_act
+    if may_act is not None and (
+        not isinstance(may_act, dict) or may_act.get("sub") != client.client_id
+    ):
+        raise PolicyRefusal("The subject token's may_act does not name this client.")
+
+
+def check_actor(client: Client, actor: PresentedToken) -> None:
+    """The actor token must be the requesting client's own token (its client-credentials token)."""
+    if actor.client_id != client.client_id or actor.subject != client.client_id:
+        raise PolicyRefusal("The actor_token must be the requesting client's own token.")
+
+
+def act_claim(client: Client, subject: PresentedToken) -> dict[str, Any]:
+    act: dict[str, Any] = {"sub": client.client_id}
+    if subject.act:
+        act["act"] = subject.act
+    return act
+
+
+def chain_of(act: dict[str, Any] | None) -> list[str]:
+    """The actors, current first: act.sub, act.act.sub, ..."""
+    chain: list[str] = []
+    while isinstance(act, dict) and len(chain) <= MAX_CHAIN_DEPTH:
+        chain.append(str(act.get("sub")))
+        act = act.get("act")
+    return chain
+
+
+def check_audience(client: Client, resource: ResourceServer) -> None:
+    if resource.identifier not in (client.allowed_audiences or []):
+        raise PolicyRefusal("This client may not obtain tokens for that audience.")
+
+
+def granted_scopes(
+    requested: list[str], subject: PresentedToken, client: Client, resource: ResourceServer
+) -> tuple[list[str], list[str]]:
+    """(scopes to grant, scopes asked for but not available)."""
+    available = [s for s in subject.scopes if s in client.allowed_scopes and s in resource.scopes]
+    if not requested:
+        return available, []
+    return [s for s in requested if s in available], [s for s in requested if s not in available]

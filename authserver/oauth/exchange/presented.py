@@ -1,0 +1,107 @@
+"""Verifying a `subject_token` or `actor_token` this server issued (RFC 8693 §2.1).
+
+Every failure is the same `UnusableToken`; the grant turns it into `invalid_request`
+as RFC 8693 §2.2.2 requires ("if either the subject_token or actor_token are
+invalid for any reason").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ...models import Consent, Grant, now
+from ...tokens import InvalidOwnToken, TokenMinter
+from ..endpoints.lookup import find_access_token, find_refresh_token
+from ..scopes import scope_list
+
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a token-type URN)
+REFRESH_TOKEN = "urn:ietf:params:oauth:token-type:refresh_token"  # noqa: S105 (a token-type URN)
+ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 (a token-type URN)
+SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN, REFRESH_TOKEN, ID_TOKEN)
+MAX_TOKEN_LENGTH = 8192
+
+
+class UnusableToken(Exception):
+    """The presented token is unknown, expired, revoked, foreign or of the wrong type."""
+
+
+@dataclass
+class PresentedToken:
+    subject: str
+    client_id: str
+    scopes: list[str]
+    grant_id: str | None = None
+    act: dict[str, Any] | None = None
+    may_act: dict[str, Any] | None = None
+    auth_time: int | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+def _from_access_token(session: Session, minter: TokenMinter, value: str) -> PresentedToken:
+    found = find_access_token(session, minter, value)
+    if found is None or not found.active:
+        raise UnusableToken("access token is not active")
+    claims = found.claims
+    return PresentedToken(
+        subject=str(claims["sub"]),
+        client_id=found.client_id,
+        scopes=scope_list(claims.get("scope")),
+        grant_id=found.access_record.grant_id if found.access_record else None,
+        act=claims.get("act"),
+        may_act=claims.get("may_act"),
+        auth_time=claims.get("auth_time"),
+        claims=claims,
+    )
+
+
+def _from_refresh_token(session: Session, value: str, requester: str) -> PresentedToken:
+    found = find_refresh_token(session, value)
+    # A refresh token is a credential of the client it was issued to (RFC 9700 §4.14.2).
+    if found is None or not found.active or found.client_id != requester or found.grant is None:
+        raise UnusableToken("refresh token is not active for this client")
+    grant: Grant = found.grant
+    return PresentedToken(
+        subject=str(grant.user_id),
+        client_id=found.client_id,
+        scopes=scope_list(found.claims.get("scope")),
+        grant_id=grant.id,
+        auth_time=grant.auth_time,
+        claims=found.claims,
+    )
+
+
+def _from_id_token(session: Session, minter: TokenMinter, value: str) -> PresentedToken:
+    """An ID token proves who the user is; its scopes are what the user consented to its client."""
+    try:
+        claims = minter.verify(value, typ="jwt")
+    except InvalidOwnToken:
+        raise UnusableToken("not a valid ID token from this server") from None
+    audience = claims.get("aud")
+    client_id = audience if isinstance(audience, str) else None
+    if client_id is None or claims.get("exp", 0) <= now():
+        raise UnusableToken("ID token without a single audience, or expired")
+    consent = session.get(Consent, (str(claims["sub"]), client_id))
+    return PresentedToken(
+        subject=str(claims["sub"]),
+        client_id=client_id,
+        scopes=scope_list(consent.scope if consent else ""),
+        auth_time=claims.get("auth_time"),
+        claims=claims,
+    )
+
+
+def read_presented_token(
+    session: Session, minter: TokenMinter, value: str, token_type: str, requester: str
+) -> PresentedToken:
+    if not value or len(value) > MAX_TOKEN_LENGTH:
+        raise UnusableToken("missing or oversized token")
+    if token_type == ACCESS_TOKEN:
+        return _from_access_token(session, minter, value)
+    if token_type == REFRESH_TOKEN:
+        return _from_refresh_token(session, value, requester)
+    if token_type == ID_TOKEN:
+        return _from_id_token(session, minter, value)
+    raise UnusableToken("unsupported token type")

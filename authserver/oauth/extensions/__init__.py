@@ -1,0 +1,1 @@
+"""Add-ons attached to the base grants through Authlib's hooks."""

@@ -1,0 +1,133 @@
+"""Rich Authorization Requests (RFC 9396): parsing, validating and rendering.
+
+`authorization_details` is a JSON array of objects, each with a `type` that a
+resource server registered together with a JSON Schema (validated with the
+`jsonschema` library, draft 2020-12) and a rendering for people. Anything else is
+`invalid_authorization_details` (RFC 9396 §5).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import AuthorizationDetailType, ResourceServer
+
+MAX_PARAMETER_LENGTH = 16 * 1024
+MAX_ENTRIES = 10
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+# RFC 6749 §5.2: error_description is printable ASCII without quote or backslash.
+DESCRIPTION_CHARS = re.compile(r"[^\x20-\x21\x23-\x5B\x5D-\x7E]")
+
+
+class InvalidDetails(ValueError):
+    """The authorization details are malformed, of an unknown type or fail their schema."""
+
+
+@dataclass(frozen=True)
+class ValidatedDetails:
+    entries: list[dict[str, Any]]
+    resources: list[ResourceServer]  # the resource servers that registered the types used
+
+
+def _describe(message: str) -> str:
+    return DESCRIPTION_CHARS.sub("", message)[:300]
+
+
+def parse(raw: str | None) -> list[dict[str, Any]] | None:
+    """The parameter as a list of objects, or None when absent."""
+    if raw is None or raw == "":
+        return None
+    if len(raw) > MAX_PARAMETER_LENGTH:
+        raise InvalidDetails("authorization_details is too large.")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidDetails("authorization_details must be a JSON array.") from None
+    if not isinstance(value, list) or not value:
+        raise InvalidDetails("authorization_details must be a non-empty JSON array.")
+    if len(value) > MAX_ENTRIES:
+        raise InvalidDetails(f"At most {MAX_ENTRIES} authorization_details entries.")
+    if not all(isinstance(entry, dict) and isinstance(entry.get("type"), str) for entry in value):
+        raise InvalidDetails("Each authorization_details entry needs a string 'type'.")
+    return value
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """For registration: refuse a schema that is not itself valid JSON Schema."""
+    Draft202012Validator.check_schema(schema)
+
+
+def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetails:
+    types = {
+        row.type: row
+        for row in session.scalars(
+            select(AuthorizationDetailType).where(
+                AuthorizationDetailType.type.in_({entry["type"] for entry in entries})
+            )
+        )
+    }
+    resources: dict[str, ResourceServer] = {}
+    for index, entry in enumerate(entries):
+        registered = types.get(entry["type"])
+        if registered is None:
+            raise InvalidDetails(f"authorization_details[{index}]: unknown type.")
+        validator = Draft202012Validator(registered.json_schema)
+        error = next(iter(sorted(validator.iter_errors(entry), key=str)), None)
+        if error is not None:
+            where = "/".join(str(part) for part in error.absolute_path) or "entry"
+            raise InvalidDetails(
+                _describe(f"authorization_details[{index}] {where}: {error.message}")
+            )
+        server = session.get(ResourceServer, registered.resource_server_id)
+        if server is not None:
+            resources[server.id] = server
+    return ValidatedDetails(entries, list(resources.values()))
+
+
+def _format(value: Any, style: str | None) -> str:
+    if style == "money" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,.2f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def render(session: Session, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each entry as {title, summary, rendered: [(label, value)]} for a page (escaped by Jinja)."""
+    rows = {row.type: row for row in session.scalars(select(AuthorizationDetailType))}
+    return [_render_entry(entry, rows.get(entry.get("type", ""))) for entry in entries]
+
+
+def _render_entry(
+    entry: dict[str, Any], registered: AuthorizationDetailType | None
+) -> dict[str, Any]:
+    rendering = registered.rendering if registered else {}
+    fields = rendering.get("fields") or [{"name": k, "label": k} for k in entry if k != "type"]
+    formats = {field["name"]: field.get("format") for field in fields}
+    pairs = [
+        (field.get("label", field["name"]), _format(entry[field["name"]], field.get("format")))
+        for field in fields
+        if field["name"] in entry
+    ]
+    summary = rendering.get("summary")
+    if summary:
+        summary = PLACEHOLDER.sub(
+            lambda m: _format(entry.get(m.group(1), ""), formats.get(m.group(1))), summary
+        )
+    return {
+        "type": entry.get("type"),
+        "title": rendering.get("title") or entry.get("type"),
+        "summary": summary,
+        "rendered": pairs,
+    }
+
+
+def supported_types(session: Session) -> list[str]:
+    return sorted(session.scalars(select(AuthorizationDetailType.type)))

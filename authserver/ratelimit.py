@@ -1,0 +1,108 @@
+"""Sign-in throttling with the `limits` library.
+
+Counters must be shared by every worker and node: Redis when
+`AUTHSERVER_REDIS_URL` is set, otherwise a table in the main database through a
+small `limits` storage adapter (the fixed-window algorithm stays the library's).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from .models import RateLimitCounter
+
+
+class DatabaseStorage(Storage):
+    """`limits` storage on the `rate_limit_counters` table, inside the caller's transaction."""
+
+    STORAGE_SCHEME = ["authserver-db"]
+
+    def __init__(self, session_provider: Callable[[], Session]) -> None:
+        super().__init__()
+        self._session = session_provider
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        session = self._session()
+        moment = time.time()
+        table = RateLimitCounter.__table__
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        expired = table.c.expires_at <= moment
+        statement = insert(table).values(key=key, count=amount, expires_at=moment + expiry)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": case((expired, amount), else_=table.c.count + amount),
+                "expires_at": case((expired, moment + expiry), else_=table.c.expires_at),
+            },
+        )
+        session.execute(statement)
+        return self.get(key)
+
+    def _live_row(self, key: str) -> RateLimitCounter | None:
+        row = self._session().get(RateLimitCounter, key, populate_existing=True)
+        return row if row is not None and row.expires_at > time.time() else None
+
+    def get(self, key: str) -> int:
+        row = self._live_row(key)
+        return row.count if row else 0
+
+    def get_expiry(self, key: str) -> float:
+        row = self._live_row(key)
+        return row.expires_at if row else time.time()
+
+    def check(self) -> bool:
+        self._session().execute(select(1))
+        return True
+
+    def reset(self) -> int | None:
+        self._session().execute(delete(RateLimitCounter))
+        return None
+
+    def clear(self, key: str) -> None:
+        self._session().execute(delete(RateLimitCounter).where(RateLimitCounter.key == key))
+
+
+class LoginThrottle:
+    """Failed sign-ins counted per username and per client address."""
+
+    def __init__(self, storage: Storage, rate: str) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._rate: RateLimitItem = parse(rate)
+
+    def _keys(self, username: str, address: str) -> list[tuple[str, str]]:
+        return [("login-user", username.strip().lower()), ("login-addr", address)]
+
+    def retry_after(self, username: str, address: str) -> int | None:
+        """Seconds until another attempt is allowed, or None when one is allowed now."""
+        waits = [
+            self._limiter.get_window_stats(self._rate, *key).reset_time - time.time()
+            for key in self._keys(username, address)
+            if not self._limiter.test(self._rate, *key)
+        ]
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def record_failure(self, username: str, address: str) -> None:
+        for key in self._keys(username, address):
+            self._limiter.hit(self._rate, *key)
+
+
+def make_storage(redis_url: str, session_provider: Callable[[], Session]) -> Storage:
+    if redis_url:
+        return storage_from_string(redis_url)
+    return DatabaseStorage(session_provider)

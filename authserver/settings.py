@@ -1,0 +1,214 @@
+"""Typed settings from ``AUTHSERVER_*`` environment variables.
+
+Every setting has a development default so ``authserver demo`` runs with nothing
+set. Development defaults warn when used; production mode refuses to start with
+them (an http issuer outside loopback, the dev session secret, a missing key ring).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+PREFIX = "AUTHSERVER_"
+DEFAULT_INSTANCE = Path("instance")
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot be used (raised at startup, never at request time)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    issuer: str = DEFAULT_ISSUER
+    database_url: str = ""
+    instance_path: Path = DEFAULT_INSTANCE
+    secret_key: str = ""
+    vault_keys: str = ""
+    redis_url: str = ""
+    access_token_ttl: int = 600
+    delegated_token_ttl: int = 300
+    id_token_ttl: int = 600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    authorization_code_ttl: int = 60
+    login_rate_limit: str = "10/5 minutes"
+    registration_enabled: bool = False
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    audit_link_interval: float = 1.0
+    # Reverse proxies in front that set X-Forwarded-*; 0 trusts none.
+    proxy_hops: int = 0
+    # CIBA: default and longest request lifetime, and the minimum polling interval.
+    ciba_default_expiry: int = 300
+    ciba_max_expiry: int = 600
+    ciba_interval: int = 5
+    # Approval notifications forwarded to chat or push services (signed with the secret).
+    approval_webhook_url: str = ""
+    approval_webhook_secret: str = ""
+    notification_timeout: float = 5.0
+    # How often the outbox is checked by each process, and the approval stream by each page.
+    notification_poll_interval: float = 1.0
+    approval_stream_poll_interval: float = 0.1
+    # Token vault: connected accounts unused this long are purged; upstream call timeout.
+    vault_unused_days: int = 90
+    upstream_timeout: float = 10.0
+    dev_defaults_used: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def https_issuer(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        return replace(self, **dict(overrides))
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(PREFIX + name)
+    return value if value not in (None, "") else None
+
+
+def _read_file(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
+def _secret_from(environ: Mapping[str, str], name: str, dev_file: Path) -> tuple[str, bool]:
+    """A secret from NAME, NAME_FILE or the dev file; the bool says it is a dev default."""
+    if value := _env(environ, name):
+        return value, False
+    if path := _env(environ, name + "_FILE"):
+        return _read_file(path), False
+    if dev_file.exists():
+        return dev_file.read_text(encoding="utf-8").strip(), True
+    return "", True
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be an integer") from None
+    if value < 0:
+        raise SettingsError(f"{PREFIX}{name} must not be negative")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a number") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment (``os.environ`` by default)."""
+    environ = os.environ if environ is None else environ
+    instance = Path(_env(environ, "INSTANCE_PATH") or DEFAULT_INSTANCE)
+    dev_defaults: list[str] = []
+    secret_key, dev_secret = _secret_from(environ, "SECRET_KEY", instance / "secret_key")
+    vault_keys, dev_vault = _secret_from(environ, "VAULT_KEYS", instance / "vault_keys")
+    if dev_secret:
+        dev_defaults.append("SECRET_KEY")
+    if dev_vault:
+        dev_defaults.append("VAULT_KEYS")
+    issuer = (_env(environ, "ISSUER") or DEFAULT_ISSUER).rstrip("/")
+    if _env(environ, "ISSUER") is None:
+        dev_defaults.append("ISSUER")
+    database_url = _env(environ, "DATABASE_URL") or f"sqlite:///{instance / 'authserver.db'}"
+    settings = Settings(
+        env=_env(environ, "ENV") or "development",
+        issuer=issuer,
+        database_url=database_url,
+        instance_path=instance,
+        secret_key=secret_key,
+        vault_keys=vault_keys,
+        redis_url=_env(environ, "REDIS_URL") or "",
+        access_token_ttl=_int(environ, "ACCESS_TOKEN_TTL", 600),
+        delegated_token_ttl=_int(environ, "DELEGATED_TOKEN_TTL", 300),
+        id_token_ttl=_int(environ, "ID_TOKEN_TTL", 600),
+        refresh_token_ttl=_int(environ, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+        authorization_code_ttl=_int(environ, "AUTHORIZATION_CODE_TTL", 60),
+        login_rate_limit=_env(environ, "LOGIN_RATE_LIMIT") or "10/5 minutes",
+        registration_enabled=(_env(environ, "REGISTRATION_ENABLED") or "").lower()
+        in ("1", "true", "yes"),
+        argon2_time_cost=_int(environ, "ARGON2_TIME_COST", 3),
+        argon2_memory_kib=_int(environ, "ARGON2_MEMORY_KIB", 65536),
+        argon2_parallelism=_int(environ, "ARGON2_PARALLELISM", 4),
+        proxy_hops=_int(environ, "PROXY_HOPS", 0),
+        vault_unused_days=_int(environ, "VAULT_UNUSED_DAYS", 90),
+        ciba_default_expiry=_int(environ, "CIBA_DEFAULT_EXPIRY", 300),
+        ciba_max_expiry=_int(environ, "CIBA_MAX_EXPIRY", 600),
+        ciba_interval=_int(environ, "CIBA_INTERVAL", 5),
+        approval_webhook_url=_env(environ, "APPROVAL_WEBHOOK_URL") or "",
+        approval_webhook_secret=_secret_from(
+            environ, "APPROVAL_WEBHOOK_SECRET", instance / "approval_webhook_secret"
+        )[0],
+        audit_link_interval=_float(environ, "AUDIT_LINK_INTERVAL", 1.0),
+        dev_defaults_used=tuple(dev_defaults),
+    )
+    return settings
+
+
+def _is_loopback_http(issuer: str) -> bool:
+    parts = urlsplit(issuer)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def check_settings(settings: Settings) -> Settings:
+    """Refuse unusable settings; in development, fill gaps with ephemeral values and warn."""
+    # No trailing slash, however the issuer was given (env or overrides): `iss` must match.
+    settings = replace(settings, issuer=settings.issuer.rstrip("/"))
+    if settings.env not in ("development", "production"):
+        raise SettingsError(f"{PREFIX}ENV must be 'development' or 'production'")
+    parts = urlsplit(settings.issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise SettingsError(f"{PREFIX}ISSUER must be an absolute http(s) URL without query")
+    if not settings.https_issuer and not _is_loopback_http(settings.issuer):
+        raise SettingsError(f"{PREFIX}ISSUER must use https outside loopback")
+    if settings.is_production:
+        return _check_production(settings)
+    return _fill_development_gaps(settings)
+
+
+def _check_production(settings: Settings) -> Settings:
+    if not settings.https_issuer:
+        raise SettingsError("production requires an https issuer")
+    missing = [name for name in ("SECRET_KEY", "VAULT_KEYS") if name in settings.dev_defaults_used]
+    if missing:
+        names = ", ".join(PREFIX + name for name in missing)
+        raise SettingsError(f"production refuses development defaults; set {names}")
+    if len(settings.secret_key) < 32:
+        raise SettingsError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
+    return settings
+
+
+def _fill_development_gaps(settings: Settings) -> Settings:
+    if not settings.vault_keys:
+        raise SettingsError(f"no vault key ring: run `authserver init` or set {PREFIX}VAULT_KEYS")
+    updates: dict[str, Any] = {}
+    if not settings.secret_key:
+        log.warning("no session secret configured; using an ephemeral one (run `authserver init`)")
+        updates["secret_key"] = secrets.token_urlsafe(32)
+    for name in settings.dev_defaults_used:
+        log.warning("development default in use for %s%s", PREFIX, name)
+    return replace(settings, **updates) if updates else settings

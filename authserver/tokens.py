@@ -1,0 +1,169 @@
+"""Minting and checking this server's tokens.
+
+Access tokens are JWTs per RFC 9068 (`typ: at+jwt`, ES256) with a server-side
+record keyed by `jti`, so revocation and introspection work. ID tokens follow
+OIDC Core §2 and are signed with the client's `id_token_signed_response_alg`.
+Refresh tokens are opaque 256-bit values stored as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from authlib.oidc.core.grants.util import create_half_hash
+from sqlalchemy.orm import Session
+
+from .credentials import digest, new_secret_value
+from .keys import ACCESS_TOKEN_ALG, SigningKeys
+from .models import AccessTokenRecord, Grant, RefreshToken, now
+from .settings import Settings
+
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, RFC 9068 §2.1)
+CLOCK_SKEW_SECONDS = 30
+
+
+@dataclass
+class AccessTokenSpec:
+    """Everything an access token says; `grant_id` ties it to revocation."""
+
+    client_id: str
+    subject: str
+    audience: str | list[str]
+    scope: str
+    ttl: int
+    grant_id: str | None = None
+    auth_time: int | None = None
+    act: dict[str, Any] | None = None
+    authorization_details: list[dict[str, Any]] | None = None
+    extra_claims: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IssuedAccessToken:
+    token: str
+    claims: dict[str, Any]
+    expires_in: int
+
+
+class InvalidOwnToken(Exception):
+    """A token that this server did not issue, or that is malformed or expired."""
+
+
+class TokenMinter:
+    def __init__(self, settings: Settings, signing_keys: SigningKeys) -> None:
+        self.settings = settings
+        self.signing_keys = signing_keys
+
+    def access_token(self, session: Session, spec: AccessTokenSpec) -> IssuedAccessToken:
+        issued_at = now()
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": spec.subject,
+            "aud": spec.audience,
+            "client_id": spec.client_id,
+            "scope": spec.scope,
+            "iat": issued_at,
+            "exp": issued_at + spec.ttl,
+            "jti": secrets.token_urlsafe(18),
+        }
+        if spec.auth_time is not None:
+            claims["auth_time"] = spec.auth_time
+        if spec.act:
+            claims["act"] = spec.act
+        if spec.authorization_details:
+            claims["authorization_details"] = spec.authorization_details
+        claims.update(spec.extra_claims)
+        token = self._sign(claims, ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP)
+        session.add(
+            AccessTokenRecord(
+                jti=claims["jti"],
+                grant_id=spec.grant_id,
+                client_id=spec.client_id,
+                expires_at=claims["exp"],
+            )
+        )
+        return IssuedAccessToken(token, claims, spec.ttl)
+
+    def id_token(
+        self,
+        *,
+        client_id: str,
+        alg: str,
+        subject: str,
+        auth_time: int | None,
+        nonce: str | None,
+        access_token: str | None,
+        extra_claims: dict[str, Any] | None = None,
+    ) -> str:
+        issued_at = now()
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": subject,
+            "aud": client_id,
+            "iat": issued_at,
+            "exp": issued_at + self.settings.id_token_ttl,
+        }
+        if auth_time is not None:
+            claims["auth_time"] = auth_time
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["at_hash"] = create_half_hash(access_token, alg).decode("ascii")
+        claims.update(extra_claims or {})
+        return self._sign(claims, alg, "JWT")
+
+    def _sign(self, claims: dict[str, Any], alg: str, typ: str) -> str:
+        key = self.signing_keys.signing_key(alg)
+        headers = {"kid": key.kid, "typ": typ}
+        return jwt.encode(claims, key.private_key, algorithm=alg, headers=headers)
+
+    def verify(
+        self, token: str, *, typ: str | None = None, verify_exp: bool = True
+    ) -> dict[str, Any]:
+        """Verify a JWT this server issued: known `kid`, its fixed alg, issuer, expiry."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidOwnToken("malformed token") from None
+        kid = header.get("kid")
+        key = self.signing_keys.verification_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidOwnToken("unknown signing key")
+        if typ is not None and str(header.get("typ", "")).lower() != typ:
+            raise InvalidOwnToken("wrong token type")
+        try:
+            return jwt.decode(
+                token,
+                key.private_key.public_key(),
+                algorithms=[key.alg],
+                issuer=self.settings.issuer,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={
+                    "verify_aud": False,
+                    "verify_exp": verify_exp,
+                    "require": ["iss", "sub", "iat", "exp"],
+                },
+            )
+        except jwt.PyJWTError:
+            raise InvalidOwnToken("invalid or expired token") from None
+
+
+def issue_refresh_token(
+    session: Session, grant: Grant, client_id: str, scope: str, ttl: int
+) -> str:
+    """A new member of the grant's refresh-token family; returns the plaintext once."""
+    value = new_secret_value()
+    expires_at = min(now() + ttl, grant.expires_at)
+    session.add(
+        RefreshToken(
+            token_hash=digest(value),
+            grant_id=grant.id,
+            client_id=client_id,
+            scope=scope,
+            expires_at=expires_at,
+        )
+    )
+    return value

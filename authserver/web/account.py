@@ -1,0 +1,164 @@
+"""Sign-in, sign-out and RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+
+Failed sign-ins are throttled per username and per address (HTTP 429 with
+`Retry-After`); the password check costs the same whether or not the user exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, redirect, render_template, request, session
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import func, or_, select
+
+from ..models import Client, User, now
+from ..tokens import InvalidOwnToken
+from . import context
+from .extensions import login_throttle
+from .navigation import safe_next
+
+bp = Blueprint("account", __name__)
+
+MAX_FIELD = 256
+MAX_STATE_LENGTH = 2000
+LOGOUT_PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
+GENERIC_FAILURE = "Incorrect username or password."
+
+
+@bp.get("/")
+def home() -> str:
+    return render_template("home.html")
+
+
+@bp.get("/login")
+def login() -> str:
+    return render_template("login.html", next=safe_next(request.args.get("next")), error=None)
+
+
+def _find_user(username: str) -> User | None:
+    name = username.strip().lower()
+    return context.db().scalar(
+        select(User).where(or_(func.lower(User.username) == name, func.lower(User.email) == name))
+    )
+
+
+def _login_form_error(message: str, status: int, next_url: str, username: str = "") -> Any:
+    page = render_template("login.html", next=next_url, error=message, username=username)
+    return page, status
+
+
+@bp.post("/login")
+def login_submit() -> Any:
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    next_url = safe_next(request.form.get("next"))
+    if not username or not password or len(username) > MAX_FIELD or len(password) > MAX_FIELD:
+        return _login_form_error(
+            "Enter your username and password.", 400, next_url, username[:MAX_FIELD]
+        )
+    address = context.client_address()
+    throttle = login_throttle()
+    retry_after = throttle.retry_after(username, address)
+    if retry_after is not None:
+        context.record("login", "throttled", details={"username": username[:64]})
+        context.commit()
+        page = _login_form_error(
+            "Too many failed attempts. Try again later.", 429, next_url, username
+        )
+        return page[0], 429, {"Retry-After": str(retry_after)}
+    user = _find_user(username)
+    runtime = context.runtime()
+    ok = runtime.passwords.verify(user.password_hash if user else None, password)
+    if not ok or user is None or not user.is_active:
+        throttle.record_failure(username, address)
+        context.record(
+            "login",
+            "failure",
+            user_id=user.id if user else None,
+            details={"username": username[:64]},
+        )
+        context.commit()
+        return _login_form_error(GENERIC_FAILURE, 401, next_url, username)
+    if runtime.passwords.needs_rehash(user.password_hash):
+        user.password_hash = runtime.passwords.hash(password)
+    session.clear()
+    login_user(user)
+    session["auth_time"] = now()
+    context.record("login", user_id=user.id)
+    context.commit()
+    return redirect(next_url)
+
+
+def _verified_hint(hint: str | None) -> dict[str, Any] | None:
+    if not hint:
+        return None
+    try:
+        # OIDC RP-Initiated Logout §2: an expired ID token is still a valid hint.
+        # Only an ID token (typ JWT) is a hint; an access token (typ at+jwt) is not.
+        return context.runtime().minter.verify(hint, typ="jwt", verify_exp=False)
+    except InvalidOwnToken:
+        return None
+
+
+def _logout_target(values: Any) -> tuple[str | None, str | None]:
+    """(redirect URI, error): the post-logout URI only if registered for the hinted client."""
+    uri = values.get("post_logout_redirect_uri")
+    hint_claims = _verified_hint(values.get("id_token_hint"))
+    if values.get("id_token_hint") and hint_claims is None:
+        return None, "The id_token_hint is not a valid ID token from this server."
+    hinted_client = (hint_claims or {}).get("aud")
+    if hint_claims and values.get("client_id") and values.get("client_id") != hinted_client:
+        # RP-Initiated Logout §2: client_id MUST match the ID token's audience.
+        return None, "The client_id does not match the id_token_hint."
+    if len(values.get("state") or "") > MAX_STATE_LENGTH:
+        return None, "The state is too long."
+    if not uri:
+        return None, None
+    client_id = values.get("client_id") or hinted_client
+    client = context.db().get(Client, client_id) if isinstance(client_id, str) else None
+    if client is None or uri not in (client.post_logout_redirect_uris or []):
+        return None, "The post_logout_redirect_uri is not registered for this client."
+    state = values.get("state")
+    return (
+        uri + ("&" if "?" in uri else "?") + urlencode({"state": state}) if state else uri
+    ), None
+
+
+def _finish_logout(target: str | None) -> Any:
+    if current_user.is_authenticated:
+        context.record("logout", user_id=current_user.id)
+        context.commit()
+    logout_user()
+    session.clear()
+    return redirect(target) if target else render_template("logged_out.html")
+
+
+def _logout_error(error: str) -> Any:
+    return render_template("error.html", title="Cannot sign out here", description=error), 400
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Any:
+    """End-session endpoint. Signs out at once only when an ID token for this user says so;
+    otherwise asks the person (a cross-site link alone must not sign anyone out)."""
+    values = request.form if request.method == "POST" else request.args
+    target, error = _logout_target(values)
+    if error:
+        return _logout_error(error)
+    hint = _verified_hint(values.get("id_token_hint"))
+    signed_in = current_user.is_authenticated
+    if not signed_in or (hint is not None and hint.get("sub") == current_user.id):
+        return _finish_logout(target)
+    fields = {name: values.get(name) for name in LOGOUT_PARAMS if values.get(name)}
+    return render_template("logout_confirm.html", params=fields)
+
+
+@bp.post("/logout/confirm")
+def logout_confirm() -> Any:
+    """The confirmation form of `logout`, CSRF-protected."""
+    target, error = _logout_target(request.form)
+    if error:
+        return _logout_error(error)
+    return _finish_logout(target)

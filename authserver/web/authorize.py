@@ -1,0 +1,200 @@
+"""Authorization endpoint and consent page (RFC 6749 §4.1.1-4.1.2, OIDC Core §3.1.2).
+
+Errors about the client or its redirect URI are shown as a page and never
+redirect (RFC 6749 §4.1.2.1); every other error goes back to the client with
+`state` and `iss` (RFC 9207).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from .. import rar
+from ..models import Consent, User, now
+from ..oauth.errors import ConsentRequiredError, LoginRequiredError
+from ..oauth.extensions.authorization_request import is_valid_state
+from ..oauth.scopes import scope_list
+from . import context
+from .extensions import server
+from .pages import error_page
+from .security import allow_form_redirect_to
+
+bp = Blueprint("authorize", __name__)
+
+SCOPE_DESCRIPTIONS = {
+    "openid": "Confirm who you are",
+    "profile": "Your name and username",
+    "email": "Your email address",
+    "offline_access": "Stay connected when you are not here",
+}
+
+
+def _redirect_error(error: OAuth2Error) -> Any:
+    if error.state and not is_valid_state(error.state):
+        error.state = None  # never echo a malformed or oversized state into a Location header
+    _, _, headers = error()
+    location = add_params_to_uri(dict(headers)["Location"], [("iss", _issuer())])
+    return redirect(location)
+
+
+def _issuer() -> str:
+    return context.runtime().settings.issuer
+
+
+def authorization_error(error: OAuth2Error) -> Any:
+    context.record(
+        "authorize", "refused", client_id=_client_id_or_none(), details={"error": error.error}
+    )
+    if error.redirect_uri:
+        return _redirect_error(error)
+    return error_page("This sign-in link is not valid", error.get_error_description() or "", 400)
+
+
+def _client_id_or_none() -> str | None:
+    value = _params().get("client_id")
+    return value[:64] if isinstance(value, str) else None
+
+
+def _params() -> Any:
+    return request.form if request.method == "POST" else request.args
+
+
+def _current_user() -> User | None:
+    return current_user if current_user.is_authenticated else None
+
+
+def _needs_login(grant: Any, user: User) -> bool:
+    if "login" in grant.request.prompts:
+        return True
+    max_age = grant.request.max_age
+    return max_age is not None and now() - int(session.get("auth_time", 0)) > max_age
+
+
+def _login_redirect() -> Any:
+    """Send the browser to sign in, then back here without `prompt=login` or `max_age`: the
+    sign-in satisfies both (else a second on the clock means another sign-in: a loop). Other
+    prompt values, such as `consent`, still apply afterwards."""
+    params = []
+    for key, value in _params().items(multi=True):
+        if key == "prompt":
+            value = " ".join(p for p in scope_list(value) if p != "login")
+            if not value:
+                continue
+        if key not in ("max_age", "csrf_token"):
+            params.append((key, value))
+    return redirect(url_for("account.login", next="/authorize?" + urlencode(params)))
+
+
+def _needs_consent(grant: Any, user: User) -> bool:
+    client = grant.request.client.model
+    if "consent" in grant.request.prompts:
+        return True
+    if client.skip_consent:
+        return False
+    if getattr(grant.request, "authorization_details", None):
+        return True
+    consent = context.db().get(Consent, (user.id, client.client_id))
+    if consent is None:
+        return True  # even an empty scope: a code reveals who the user is to the client
+    return not set(scope_list(grant.request.scope)) <= set(scope_list(consent.scope))
+
+
+def _issue_code(grant: Any, user: User) -> Any:
+    grant.request.auth_time = int(session.get("auth_time", now()))
+    response = server().create_authorization_response(grant_user=user, grant=grant)
+    context.record(
+        "authorize",
+        user_id=user.id,
+        client_id=grant.request.client.client_id,
+        details={"scope": grant.request.scope},
+    )
+    context.commit()
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Any:
+    user = _current_user()
+    try:
+        grant = server().get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return authorization_error(error)
+    prompt_none = "none" in grant.request.prompts
+    state = grant.request.payload.state
+    if user is None or _needs_login(grant, user):
+        if prompt_none:
+            return _redirect_error(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))
+        return _login_redirect()
+    if _needs_consent(grant, user):
+        if prompt_none:
+            return _redirect_error(
+                ConsentRequiredError(redirect_uri=grant.redirect_uri, state=state)
+            )
+        params = [(k, v) for k, v in _params().items(multi=True) if k != "prompt"]
+        return redirect(url_for("authorize.consent") + "?" + urlencode(params))
+    return _issue_code(grant, user)
+
+
+def _consent_page(grant: Any) -> str:
+    client = grant.request.client.model
+    fields = [(k, v) for k, v in _params().items(multi=True) if k not in ("csrf_token", "decision")]
+    allow_form_redirect_to(grant.redirect_uri)
+    return render_template(
+        "consent.html",
+        client=client,
+        scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scope_list(grant.request.scope)],
+        resources=getattr(grant.request, "resources", []),
+        authorization_details=rar.render(
+            context.db(), getattr(grant.request, "authorization_details", None) or []
+        ),
+        fields=fields,
+        redirect_host=grant.redirect_uri.split("/")[2] if "//" in grant.redirect_uri else "",
+    )
+
+
+def _remember_consent(user: User, grant: Any) -> None:
+    client_id = grant.request.client.client_id
+    consent = context.db().get(Consent, (user.id, client_id))
+    if consent is None:
+        consent = Consent(user_id=user.id, client_id=client_id, scope="")
+        context.db().add(consent)
+    merged = dict.fromkeys(scope_list(consent.scope) + scope_list(grant.request.scope))
+    consent.scope = " ".join(merged)
+    consent.updated_at = now()
+
+
+@bp.route("/consent", methods=["GET", "POST"])
+def consent() -> Any:
+    user = _current_user()
+    if user is None:
+        return redirect(url_for("account.login", next=request.full_path))
+    try:
+        grant = server().get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return authorization_error(error)
+    if request.method == "GET":
+        return _consent_page(grant)
+    decision = request.form.get("decision")
+    if decision == "approve":
+        _remember_consent(user, grant)
+        context.record(
+            "consent",
+            user_id=user.id,
+            client_id=grant.request.client.client_id,
+            details={"scope": grant.request.scope},
+        )
+        return _issue_code(grant, user)
+    if decision == "deny":
+        context.record(
+            "consent", "denied", user_id=user.id, client_id=grant.request.client.client_id
+        )
+        response = server().create_authorization_response(grant_user=None, grant=grant)
+        context.commit()
+        return response
+    return error_page("Choose approve or deny", "The form did not say what you decided.", 400)

@@ -1,0 +1,110 @@
+"""Token, introspection and revocation endpoints (RFC 6749 §3.2, RFC 7662, RFC 7009).
+
+Before a grant runs: form-encoded body only (RFC 6749 §3.2), no repeated
+parameters (§3.2: "MUST NOT be included more than once"), a `grant_type` present.
+A response other than 200 is audited as a refusal and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from flask import Blueprint, Response, request
+
+from . import approvals, context
+from .extensions import server
+
+bp = Blueprint("token", __name__)
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+# RFC 8693 §2.1 and RFC 8707 allow these to repeat.
+REPEATABLE = {"resource", "audience"}
+
+
+def _precheck() -> InvalidRequestError | None:
+    if request.mimetype != FORM_TYPE:
+        return InvalidRequestError(f"The request body must be {FORM_TYPE}.")
+    if request.args:
+        return InvalidRequestError("Parameters belong in the request body, not the URL.")
+    repeated = [k for k in request.form if k not in REPEATABLE and len(request.form.getlist(k)) > 1]
+    if repeated:
+        return InvalidRequestError(f"Parameter '{_printable(sorted(repeated)[0])}' is repeated.")
+    return None
+
+
+def _printable(name: str) -> str:
+    """A parameter name fit for error_description (RFC 6749 §5.2 characters), else a stand-in."""
+    allowed = all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in name)
+    return name if allowed and len(name) <= 64 else "(unprintable name)"
+
+
+# Protocol states rather than refusals: a CIBA client polling is not a security event.
+UNAUDITED_ERRORS = {"authorization_pending"}
+
+
+def _refused(response: Response, event: str) -> Response:
+    body: dict[str, Any] = response.get_json(silent=True) or {}
+    if body.get("error") in UNAUDITED_ERRORS:
+        return response
+    context.record(
+        event,
+        "refused",
+        client_id=_client_hint(),
+        details={"error": body.get("error"), "grant_type": _grant_type()},
+    )
+    return response
+
+
+def _client_hint() -> str | None:
+    value = request.form.get("client_id") or (
+        request.authorization.username if request.authorization else None
+    )
+    return value[:64] if isinstance(value, str) else None
+
+
+def _grant_type() -> str | None:
+    value = request.form.get("grant_type")
+    return value[:100] if value else None
+
+
+def _run(handler: Any, event: str) -> Response:
+    error = _precheck()
+    if error is not None:
+        return _refused(server().handle_error_response(None, error), event)
+    response: Response = handler()
+    if response.status_code != 200:
+        return _refused(response, event)
+    context.commit()
+    return response
+
+
+@bp.post("/token")
+def token() -> Response:
+    # After the prechecks, so a grant_type sent in the URL is reported as such.
+    if _precheck() is None and not request.form.get("grant_type"):
+        error = InvalidRequestError("Missing 'grant_type'.")
+        return _refused(server().handle_error_response(None, error), "token")
+    return _run(server().create_token_response, "token")
+
+
+@bp.post("/introspect")
+def introspect() -> Response:
+    return _run(lambda: server().create_endpoint_response("introspection"), "token.introspected")
+
+
+@bp.post("/revoke")
+def revoke() -> Response:
+    return _run(lambda: server().create_endpoint_response("revocation"), "token.revoked")
+
+
+@bp.post("/bc-authorize")
+def backchannel_authorize() -> Response:
+    """CIBA Core §7: the agent asks; the user is told on the approval page (and webhook)."""
+    response = _run(
+        lambda: server().create_endpoint_response("backchannel_authentication"), "ciba.requested"
+    )
+    if response.status_code == 200:
+        context.runtime().dispatcher.wake()
+        approvals.announce_change()  # open approval pages in this process show it at once
+    return response

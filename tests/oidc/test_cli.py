@@ -1,0 +1,444 @@
+"""The `authserver` console script (DESIGN.md "CLI"), run as an operator runs it: a
+subprocess in a temporary working directory, so `instance/` is temporary too.
+
+One workspace per module (`authserver init` once); each test uses its own names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+
+from authserver import create_app, rotation
+from authserver.audit import AuditEntry, make_row, verify_chain
+from authserver.cli import main as cli_main
+from authserver.db import transaction
+from authserver.keys import SUPPORTED_ALGS
+from authserver.models import AuditEvent, SigningKey
+from authserver.runtime import build_runtime
+from authserver.settings import check_settings, load_settings
+from tests.support.apps import FAST_ARGON2, scratch_database
+from tests.support.live import run_cli
+from vault import KeyRing, key_version
+
+PASSWORD = "cli-user-password-1"
+
+
+class Workspace:
+    """A temporary working directory with its database, as `authserver init` left it."""
+
+    def __init__(self, cwd, database_url: str) -> None:
+        self.cwd = cwd
+        self.database_url = database_url
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+        self.env.update(
+            AUTHSERVER_DATABASE_URL=database_url,
+            AUTHSERVER_AUDIT_LINK_INTERVAL="0",
+            AUTHSERVER_ARGON2_TIME_COST=str(FAST_ARGON2["argon2_time_cost"]),
+            AUTHSERVER_ARGON2_MEMORY_KIB=str(FAST_ARGON2["argon2_memory_kib"]),
+            AUTHSERVER_ARGON2_PARALLELISM=str(FAST_ARGON2["argon2_parallelism"]),
+        )
+        self.init_output = ""
+
+    @property
+    def vault_keys(self):
+        return self.cwd / "instance" / "vault_keys"
+
+    def run(self, *args: str):
+        return run_cli(list(args), self.env, self.cwd)
+
+    def run_many(self, *commands: list[str]):
+        with ThreadPoolExecutor(len(commands)) as pool:
+            return list(pool.map(lambda args: self.run(*args), commands))
+
+    def json(self, *args: str):
+        result = self.run(*args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def invoke(self, *args: str):
+        """The same command in this process (click's runner): for the cheaper extra checks."""
+        env = {**self.env, "AUTHSERVER_INSTANCE_PATH": str(self.cwd / "instance")}
+        result = CliRunner().invoke(cli_main, list(args), env=env)
+        return InProcessResult(result.exit_code, result.stdout, result.stderr)
+
+    def runtime_settings(self):
+        """This workspace's settings as the CLI reads them."""
+        environ = {**self.env, "AUTHSERVER_INSTANCE_PATH": str(self.cwd / "instance")}
+        return check_settings(load_settings(environ))
+
+    def runtime(self):
+        return build_runtime(self.runtime_settings())
+
+
+@dataclass
+class InProcessResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def assert_clean_failure(result, message: str) -> None:
+    """Operator errors: non-zero exit, the reason on stderr, no traceback."""
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def workspace(database_url, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    if make_url(database_url).get_backend_name() == "sqlite":
+        yield _initialised(Workspace(cwd, f"sqlite:///{cwd / 'instance' / 'authserver.db'}"))
+        return
+    with scratch_database(database_url) as url:
+        yield _initialised(Workspace(cwd, url))
+
+
+def _initialised(space: Workspace) -> Workspace:
+    result = space.run("init")
+    assert result.returncode == 0, result.stderr
+    space.init_output = result.stdout
+    return space
+
+
+def test_init_generates_private_dev_secrets(workspace):
+    """DESIGN.md: `authserver init` generates dev secrets under instance/ and says so."""
+    for name in ("secret_key", "vault_keys"):
+        path = workspace.cwd / "instance" / name
+        assert path.exists()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert f"generated development secret {os.path.join('instance', name)}" in (
+            workspace.init_output
+        )
+    assert "created signing key" in workspace.init_output
+    assert "database ready" in workspace.init_output
+    KeyRing.from_file(workspace.vault_keys)  # a usable key ring
+
+
+def test_users_create_prints_json_and_refuses_duplicates(workspace):
+    """`users create --json`; a duplicate is a clear error, not a traceback."""
+    created = workspace.json(
+        "users", "create", "--username", "carol", "--password", PASSWORD, "--json"
+    )
+    assert created["username"] == "carol" and created["id"]
+    assert PASSWORD not in json.dumps(created)
+    duplicate = workspace.run("users", "create", "--username", "carol", "--password", PASSWORD)
+    assert_clean_failure(duplicate, "user 'carol' already exists")
+    short = workspace.invoke("users", "create", "--username", "dave", "--password", "short")
+    assert_clean_failure(short, "password: at least 8 characters")
+    listed = workspace.invoke("users", "list", "--json")
+    assert "carol" in {user["username"] for user in json.loads(listed.stdout)}
+
+
+def test_client_secret_is_printed_once(workspace):
+    """`clients create --json` shows client_secret once; `clients list` never does."""
+    created = workspace.json(
+        "clients",
+        "create",
+        "--name",
+        "CLI Web",
+        "--client-id",
+        "cli-web",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+        "--json",
+    )
+    secret = created["client_secret"]
+    assert created["client_id"] == "cli-web" and len(secret) >= 43
+    assert created["redirect_uris"] == ["https://app.example.com/callback"]
+    listing, bad_uri = workspace.run_many(
+        ["clients", "list", "--json"],
+        ["clients", "create", "--name", "Bad", "--redirect-uri", "http://evil.example.com/cb"],
+    )
+    taken = workspace.invoke(
+        "clients",
+        "create",
+        "--name",
+        "Again",
+        "--client-id",
+        "cli-web",
+        "--redirect-uri",
+        "https://app.example.com/callback",
+    )
+    assert listing.returncode == 0
+    listed = {client["client_id"]: client for client in json.loads(listing.stdout)}
+    assert "client_secret" not in listed["cli-web"]
+    assert secret not in listing.stdout
+    assert_clean_failure(bad_uri, "http is only allowed on loopback")
+    assert_clean_failure(taken, "client id 'cli-web' is invalid or taken")
+
+
+def test_resources_create_and_list(workspace):
+    """`resources create|list`: identifier, scopes, the API's introspecting client."""
+    api_client = workspace.invoke(
+        "clients",
+        "create",
+        "--name",
+        "API",
+        "--client-id",
+        "cli-api",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "",
+        "--json",
+    )
+    assert api_client.returncode == 0, api_client.stderr
+    created = workspace.json(
+        "resources",
+        "create",
+        "--identifier",
+        "https://api.cli.example",
+        "--name",
+        "CLI API",
+        "--scope",
+        "read",
+        "--scope",
+        "write",
+        "--client-id",
+        "cli-api",
+        "--json",
+    )
+    assert {k: created[k] for k in ("identifier", "name", "scopes", "client_id")} == {
+        "identifier": "https://api.cli.example",
+        "name": "CLI API",
+        "scopes": ["read", "write"],
+        "client_id": "cli-api",
+    }
+    listed = workspace.invoke("resources", "list", "--json")
+    bad = workspace.invoke("resources", "create", "--identifier", "not-a-uri", "--name", "Bad")
+    found = [r for r in json.loads(listed.stdout) if r["identifier"] == "https://api.cli.example"]
+    assert found and found[0]["scopes"] == ["read", "write"] and found[0]["client_id"] == "cli-api"
+    assert_clean_failure(bad, "resource identifier")
+
+
+def test_demo_seed_only_json_is_complete_and_idempotent(workspace):
+    """`demo --seed-only --json`: issuer, users with passwords, clients with ids, secrets
+    and redirect URIs, resources, connections; the same output when run again."""
+    first = workspace.json("demo", "--seed-only", "--json")
+    second = workspace.json("demo", "--seed-only", "--json")
+    assert first == second
+    assert first["issuer"].startswith("http://127.0.0.1")
+    assert all(user["username"] and user["password"] for user in first["users"])
+    clients = {client["client_id"]: client for client in first["clients"]}
+    assert clients
+    for client in clients.values():
+        assert "redirect_uris" in client
+        if client["token_endpoint_auth_method"] != "none":
+            assert client["client_secret"]
+    assert first["resources"] and all(r["identifier"] for r in first["resources"])
+    assert isinstance(first["connections"], list)
+
+
+def test_keys_rotate_adds_keys_and_is_audited(workspace):
+    """`keys rotate --json` adds a key per algorithm and writes a key-rotation audit row."""
+    runtime = workspace.runtime()
+    try:
+        with runtime.session_factory() as session:
+            before = {row.kid for row in session.scalars(select(SigningKey))}
+        report = workspace.json("keys", "rotate", "--json")
+        with runtime.session_factory() as session:
+            rows = {row.kid: row for row in session.scalars(select(SigningKey))}
+    finally:
+        runtime.engine.dispose()
+    assert set(report["new_kids"]) == set(rows) - before
+    assert all(rows[kid].retired_at is None for kid in report["new_kids"])
+    assert all(rows[kid].retired_at is not None for kid in before)
+    events = json.loads(
+        workspace.invoke("audit", "list", "--event", "keys.rotated", "--json").stdout
+    )
+    assert events and events[0]["details"]["new_kids"] == report["new_kids"]
+
+
+def write_audit(workspace, *entries: AuditEntry) -> None:
+    runtime = workspace.runtime()
+    try:
+        key = runtime.audit_key
+        with transaction(runtime.session_factory) as session:
+            session.add_all([make_row(key, entry) for entry in entries])
+    finally:
+        runtime.engine.dispose()
+
+
+def test_audit_list_filters(workspace):
+    """`audit list --json` filters by --event, --client and --user."""
+    write_audit(
+        workspace,
+        AuditEntry("login", user_id="u-list-1", client_id="c-list-1"),
+        AuditEntry("token.issued", user_id="u-list-1", client_id="c-list-2"),
+        AuditEntry("login", user_id="u-list-2", client_id="c-list-1"),
+    )
+    by_event = workspace.json("audit", "list", "--event", "token.issued", "--json")
+    by_client, by_user = (
+        json.loads(workspace.invoke("audit", "list", *args, "--json").stdout)
+        for args in (("--client", "c-list-1"), ("--user", "u-list-1"))
+    )
+    assert {row["event"] for row in by_event} == {"token.issued"}
+    assert {row["client_id"] for row in by_event} >= {"c-list-2"}
+    assert [(r["event"], r["user_id"]) for r in by_client] == [
+        ("login", "u-list-2"),
+        ("login", "u-list-1"),
+    ]
+    assert [(r["event"], r["client_id"]) for r in by_user] == [
+        ("token.issued", "c-list-2"),
+        ("login", "c-list-1"),
+    ]
+
+
+def test_audit_verify_exits_1_after_tampering(workspace):
+    """`audit verify`: exit 0 on an intact log, 1 once a row was edited in the database."""
+    write_audit(workspace, AuditEntry("login", user_id="u-verify", details={"ok": True}))
+    intact = workspace.run("audit", "verify", "--json")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert json.loads(intact.stdout)["ok"] is True
+    runtime = workspace.runtime()
+    try:
+        with transaction(runtime.session_factory) as session:
+            session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.user_id == "u-verify")
+                .values(details={"ok": False})
+            )
+        tampered = workspace.run("audit", "verify")
+        assert tampered.returncode == 1
+        assert "edited" in tampered.stdout and "Traceback" not in tampered.stderr
+    finally:
+        with transaction(runtime.session_factory) as session:  # leave the log usable
+            session.execute(
+                update(AuditEvent)
+                .where(AuditEvent.user_id == "u-verify")
+                .values(details={"ok": True})
+            )
+        runtime.engine.dispose()
+
+
+def sealed_versions(runtime) -> list[int]:
+    """The KEK version of every sealed value in every table that holds vault ciphertext."""
+    with runtime.session_factory() as session:
+        blobs = [
+            blob
+            for model, attribute in rotation.sealed_columns()
+            for blob in session.scalars(select(getattr(model, attribute)))
+            if blob is not None
+        ]
+    return [key_version(blob) for blob in blobs]
+
+
+def assert_server_starts_and_signs(workspace) -> None:
+    """The app builds from this workspace's settings, unseals its keys and signs with each;
+    the audit key unseals too (the chain still verifies)."""
+    settings = workspace.runtime_settings()
+    overrides = {field.name: getattr(settings, field.name) for field in fields(settings)}
+    # No background threads: they would outlive this check (and the workspace database).
+    overrides.update(audit_link_interval=0, notification_poll_interval=0)
+    app = create_app(overrides)
+    runtime = app.extensions["authserver"]
+    try:
+        jwks = app.test_client().get("/jwks.json").get_json()
+        assert {key["alg"] for key in jwks["keys"]} == set(SUPPORTED_ALGS)
+        for alg in SUPPORTED_ALGS:
+            token = runtime.minter.id_token(
+                client_id="cli-check",
+                alg=alg,
+                subject="someone",
+                auth_time=None,
+                nonce=None,
+                access_token=None,
+            )
+            assert runtime.minter.verify(token)["sub"] == "someone"
+        with runtime.session_factory() as session:
+            assert verify_chain(session, runtime.audit_key) == []
+    finally:
+        runtime.engine.dispose()
+
+
+def test_vault_rotate_kek_rewraps_everything(workspace):
+    """`vault rotate-kek`: every sealed row moves to the new KEK; the old KEK can go."""
+    ring = KeyRing.from_file(workspace.vault_keys)
+    grown = ring.with_new_key()
+    workspace.vault_keys.write_text(grown.serialize())
+    report = workspace.json("vault", "rotate-kek", "--json")
+    assert report["remaining"] == 0 and report["active_version"] == grown.active_version
+    assert report["rewrapped"] >= 4  # signing keys and the audit key at least
+    runtime = workspace.runtime()
+    try:
+        assert set(sealed_versions(runtime)) == {grown.active_version}
+    finally:
+        runtime.engine.dispose()
+    assert_server_starts_and_signs(workspace)
+    shrunk = grown
+    for version in ring.versions:
+        shrunk = shrunk.without_key(version)
+    workspace.vault_keys.write_text(shrunk.serialize())
+    assert_server_starts_and_signs(workspace)
+    again = json.loads(workspace.invoke("vault", "rotate-kek", "--json").stdout)
+    assert again["rewrapped"] == 0 and again["remaining"] == 0
+
+
+def test_interrupted_rotate_kek_resumes(workspace, monkeypatch):
+    """DESIGN.md: rotate-kek can resume after a crash; nothing is lost meanwhile."""
+    ring = KeyRing.from_file(workspace.vault_keys)
+    grown = ring.with_new_key()
+    workspace.vault_keys.write_text(grown.serialize())
+    runtime = workspace.runtime()
+    real_batch = rotation._rewrap_batch
+    calls = []
+
+    def crash_after_first_batch(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt("killed half-way")
+        calls.append(1)
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(rotation, "BATCH", 1)
+    monkeypatch.setattr(rotation, "_rewrap_batch", crash_after_first_batch)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rotation.rewrap_all(runtime.session_factory, runtime.keyring)
+        versions = sealed_versions(runtime)
+    finally:
+        runtime.engine.dispose()
+    assert grown.active_version in versions and len(set(versions)) == 2  # half done
+    assert_server_starts_and_signs(workspace)  # both KEKs still in the ring
+    report = workspace.json("vault", "rotate-kek", "--json")
+    assert report["remaining"] == 0
+    assert report["rewrapped"] == len(versions) - 1
+    runtime = workspace.runtime()
+    try:
+        assert set(sealed_versions(runtime)) == {grown.active_version}
+    finally:
+        runtime.engine.dispose()
+    assert_server_starts_and_signs(workspace)
+
+
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_help_on_every_command(workspace):
+    """DESIGN.md: --help on every command and subcommand."""
+    top = workspace.run("--help")
+    assert top.returncode == 0 and "Usage: authserver" in top.stdout
+    runner = CliRunner()
+    paths = command_paths(cli_main)
+    assert ("vault", "rotate-kek") in paths and ("audit", "verify") in paths
+    for path in paths:
+        result = runner.invoke(cli_main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output and "Show this message and exit." in result.output

@@ -1,0 +1,232 @@
+"""Signing-key rotation (DESIGN.md Tokens; RFC 7517 §4.5 `kid`; OIDC Core §10.1.1).
+
+A rotation adds new keys that sign from then on; the retired keys stay in the JWKS,
+and tokens they signed keep verifying, until the overlap ends. Other processes pick
+the rotation up on their reload interval, or at once when they meet an unknown `kid`.
+Runs on its own database: the shared one keeps its signing keys between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+import requests
+from sqlalchemy import delete, select, update
+
+from authserver import keys as keys_module
+from authserver.db import transaction
+from authserver.keys import SUPPORTED_ALGS, ensure_signing_keys, rotate_signing_keys
+from authserver.models import SigningKey, now
+from authserver.runtime import build_runtime
+from authserver.settings import Settings
+from authserver.tokens import AccessTokenSpec
+from tests.support import apps
+from tests.support.apps import reset_database
+from tests.support.factories import make_client
+from tests.support.live import isolated_database, live_server, run_cli, server_env
+
+OVERLAP = 600
+
+
+class Clock:
+    """Stands in for `time` in authserver.keys: a frozen monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return self.start + self.offset
+
+
+@pytest.fixture(scope="module")
+def rotation_db(database_url, tmp_path_factory):
+    with isolated_database(database_url, tmp_path_factory.mktemp("rotation")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(rotation_db):
+    with live_server(rotation_db) as running:
+        yield running
+
+
+@pytest.fixture
+def live(server):
+    """Fresh rows and one fresh key per algorithm for every test."""
+    reset_database(server.app)
+    runtime = server.runtime
+    with transaction(runtime.session_factory) as session:
+        session.execute(delete(SigningKey))
+    with transaction(runtime.session_factory) as session:
+        ensure_signing_keys(session, runtime.keyring)
+    runtime.signing_keys.invalidate()
+    return server
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(keys_module, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def service(live):
+    return make_client(
+        live.app, "rot-svc", grant_types=["client_credentials"], redirect_uris=[], scope="jobs"
+    )
+
+
+def published_kids(live) -> set[str]:
+    jwks = requests.get(live.endpoint("jwks_uri"), timeout=10).json()
+    return {key["kid"] for key in jwks["keys"]}
+
+
+def current_kids(live) -> dict[str, str]:
+    with live.runtime.session_factory() as session:
+        rows = session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))
+        return {row.alg: row.kid for row in rows}
+
+
+def machine_token(live, service) -> str:
+    response = requests.post(
+        live.endpoint("token_endpoint"),
+        data={"grant_type": "client_credentials"},
+        auth=service.basic_auth,
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def verifies_against_jwks(live, token: str) -> bool:
+    """A relying party's check: the key by kid from jwks_uri, ES256 only, iss and aud."""
+    client = jwt.PyJWKClient(live.endpoint("jwks_uri"), cache_jwk_set=False)
+    try:
+        key = client.get_signing_key_from_jwt(token)
+    except jwt.PyJWKClientError:
+        return False
+    jwt.decode(token, key.key, algorithms=["ES256"], audience=live.url, issuer=live.url)
+    return True
+
+
+def active(live, service, token: str) -> bool:
+    response = requests.post(
+        live.endpoint("introspection_endpoint"),
+        data={"token": token},
+        auth=service.basic_auth,
+        timeout=10,
+    )
+    assert response.status_code == 200
+    return bool(response.json()["active"])
+
+
+def rotate(live, overlap: int = OVERLAP) -> list[str]:
+    runtime = live.runtime
+    with transaction(runtime.session_factory) as session:
+        return rotate_signing_keys(session, runtime.keyring, overlap)
+
+
+def test_rotation_signs_with_new_kid_and_keeps_old_published(live, service):
+    """New tokens carry the new kid; the old kid stays in the JWKS and its tokens verify
+    and introspect as active during the overlap."""
+    before = current_kids(live)
+    old_token = machine_token(live, service)
+    assert kid_of(old_token) == before["ES256"]
+    new_kids = rotate(live)
+    live.runtime.signing_keys.invalidate()
+    after = current_kids(live)
+    assert sorted(new_kids) == sorted(after.values()) and set(after) == set(SUPPORTED_ALGS)
+    assert not set(new_kids) & set(before.values())
+    assert published_kids(live) == set(before.values()) | set(new_kids)
+    new_token = machine_token(live, service)
+    assert kid_of(new_token) == after["ES256"]
+    for token in (old_token, new_token):
+        assert verifies_against_jwks(live, token)
+        assert active(live, service, token)
+    with live.runtime.session_factory() as session:
+        retired = session.scalars(select(SigningKey).where(SigningKey.retired_at.is_not(None)))
+        for row in retired:
+            assert row.kid in before.values()
+            assert row.expires_at == row.retired_at + OVERLAP
+
+
+def test_old_key_leaves_jwks_after_overlap(live, service):
+    """Once expires_at has passed, the retired key is no longer published or trusted."""
+    before = current_kids(live)
+    old_token = machine_token(live, service)
+    rotate(live)
+    with transaction(live.runtime.session_factory) as session:
+        session.execute(
+            update(SigningKey)
+            .where(SigningKey.retired_at.is_not(None))
+            .values(expires_at=now() - 1)
+        )
+    live.runtime.signing_keys.invalidate()
+    kids = published_kids(live)
+    assert not kids & set(before.values()) and len(kids) == len(SUPPORTED_ALGS)
+    assert not verifies_against_jwks(live, old_token)
+    assert not active(live, service, old_token)
+    assert active(live, service, machine_token(live, service))
+
+
+def test_cli_rotation_reaches_a_running_server_on_reload(live, service, clock, tmp_path):
+    """`authserver keys rotate` in another process: the running server keeps its cache
+    until the reload interval, then signs with the new kid and publishes both."""
+    before = current_kids(live)
+    assert kid_of(machine_token(live, service)) == before["ES256"]  # cache loaded
+    result = run_cli(
+        ["keys", "rotate", "--json"],
+        server_env(live.runtime.settings.database_url, live.url),
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    settings = live.runtime.settings
+    longest = max(settings.access_token_ttl, settings.id_token_ttl, settings.delegated_token_ttl)
+    assert report["old_keys_published_for_seconds"] > longest
+    assert len(report["new_kids"]) == len(SUPPORTED_ALGS)
+    new_es256 = current_kids(live)["ES256"]
+    assert new_es256 in report["new_kids"]
+    # Within the reload interval this process still signs with what it loaded.
+    assert kid_of(machine_token(live, service)) == before["ES256"]
+    clock.offset = keys_module.RELOAD_INTERVAL_SECONDS + 1
+    assert kid_of(machine_token(live, service)) == new_es256
+    assert published_kids(live) == set(before.values()) | set(report["new_kids"])
+
+
+def test_unknown_kid_from_another_process_is_picked_up(live, service, clock):
+    """A token minted by another process with a key this process has not loaded yet
+    verifies: an unknown kid triggers a reload (rate-limited to one per second)."""
+    published_kids(live)  # this process has loaded its cache
+    other = build_runtime(
+        Settings(**apps.test_settings(live.runtime.settings.database_url, issuer=live.url))
+    )
+    try:
+        with transaction(other.session_factory) as session:
+            new_kids = rotate_signing_keys(session, other.keyring, OVERLAP)
+        with transaction(other.session_factory) as session:
+            issued = other.minter.access_token(
+                session,
+                AccessTokenSpec(
+                    client_id=service.client_id,
+                    subject=service.client_id,
+                    audience=live.url,
+                    scope="jobs",
+                    ttl=60,
+                ),
+            )
+    finally:
+        other.engine.dispose()
+    assert kid_of(issued.token) in new_kids
+    clock.offset = keys_module.UNKNOWN_KID_RELOAD_SECONDS + 0.5
+    assert active(live, service, issued.token)
+    assert set(new_kids) <= published_kids(live)

@@ -1,0 +1,244 @@
+"""RP-Initiated Logout (OpenID Connect RP-Initiated Logout 1.0) at /logout.
+
+§2: `id_token_hint`, `post_logout_redirect_uri` (must be registered), `state`,
+`client_id`; §3: redirect to the post-logout URI with `state`; §4: an OP must
+not redirect to an unregistered URI, and should ask the user to confirm when the
+request may not come from the RP of the signed-in user (a cross-site link alone
+must not sign anyone out).
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+import jwt
+import pytest
+
+from tests.support.db import audit_events
+from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
+from tests.support.flows import csrf_token, hidden_fields, query_of
+from tests.support.oauth import tokens_for
+from tests.support.responses import assert_html_page, signed_in_user
+
+POST_LOGOUT = "https://rp.example.com/logged-out"
+
+
+@pytest.fixture
+def alice(app):
+    return make_user(app, "alice")
+
+
+@pytest.fixture
+def rp(app):
+    return make_client(app, "web-rp", post_logout_redirect_uris=[POST_LOGOUT])
+
+
+@pytest.fixture
+def signed_in(browser, alice):
+    assert browser.login("alice", DEFAULT_PASSWORD).status_code == 302
+    return browser
+
+
+@pytest.fixture
+def id_token(signed_in, app, rp):
+    return tokens_for(signed_in, app.test_client(), rp)["id_token"]
+
+
+def logout(browser, method="GET", **params):
+    if method == "GET":
+        return browser.client.get("/logout?" + urlencode(params))
+    return browser.client.post("/logout", data=params)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_valid_hint_signs_out_and_redirects_with_state(app, signed_in, alice, rp, id_token, method):
+    """§2-§3: an ID token of the signed-in user plus a registered post_logout_redirect_uri:
+    the session ends at once and the browser goes to that URI with `state`."""
+    response = logout(
+        signed_in,
+        method,
+        id_token_hint=id_token,
+        post_logout_redirect_uri=POST_LOGOUT,
+        state="af0ifjsldkj",
+    )
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.split("?")[0] == POST_LOGOUT
+    assert query_of(location) == {"state": "af0ifjsldkj"}
+    assert signed_in_user(signed_in.client) is None
+    assert audit_events(app, "logout")[-1].user_id == alice.id
+
+
+def test_redirect_without_state_has_no_query(app, signed_in, rp, id_token):
+    """§3: `state` is echoed only when the RP sent one."""
+    response = logout(signed_in, id_token_hint=id_token, post_logout_redirect_uri=POST_LOGOUT)
+    assert response.headers["Location"] == POST_LOGOUT
+    assert signed_in_user(signed_in.client) is None
+
+
+def test_client_id_with_hint_must_match(app, signed_in, rp, id_token):
+    """§2: "When both client_id and id_token_hint are present, the OP MUST verify that the
+    Client Identifier matches the one used when issuing the ID Token."""
+    other = make_client(app, "other-rp", post_logout_redirect_uris=["https://other.example/out"])
+    response = logout(
+        signed_in,
+        id_token_hint=id_token,
+        client_id=other.client_id,
+        post_logout_redirect_uri="https://other.example/out",
+    )
+    assert_html_page(response, 400)
+    assert "Location" not in response.headers
+    assert signed_in_user(signed_in.client) is not None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://evil.example/logged-out",
+        POST_LOGOUT + "/extra",
+        POST_LOGOUT + "?x=1",
+        "https://rp.example.com/callback",  # a redirect_uri, not a post-logout URI
+    ],
+)
+def test_unregistered_post_logout_uri_shows_error(app, signed_in, rp, id_token, uri):
+    """§2 / §4: the post_logout_redirect_uri must exactly match one registered for the
+    client; otherwise an error page, no redirect, and the user stays signed in."""
+    response = logout(signed_in, id_token_hint=id_token, post_logout_redirect_uri=uri)
+    page = assert_html_page(response, 400)
+    assert "Location" not in response.headers
+    assert "not registered" in page
+    assert signed_in_user(signed_in.client) is not None
+
+
+def test_post_logout_uri_needs_a_client(app, signed_in, rp):
+    """§2: without a hint or client_id the URI cannot be checked against any registration."""
+    response = logout(signed_in, post_logout_redirect_uri=POST_LOGOUT)
+    assert_html_page(response, 400)
+    assert "Location" not in response.headers
+    assert signed_in_user(signed_in.client) is not None
+
+
+def _tampered(token: str) -> str:
+    head, body, signature = token.split(".")
+    return ".".join([head, body, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")])
+
+
+def _foreign(token: str) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return jwt.encode({**claims, "iss": "https://evil.example"}, "k" * 32, algorithm="HS256")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "tampered", "foreign", "alg_none", "access_token"])
+def test_invalid_hint_shows_error(app, signed_in, rp, id_token, kind):
+    """§2: the hint must be an ID token this OP issued (valid signature with one of our keys,
+    our issuer); an access token (typ at+jwt) is not an ID token. Otherwise: an error page,
+    no redirect, still signed in."""
+    claims = jwt.decode(id_token, options={"verify_signature": False})
+    hint = {
+        "garbage": "not-a-jwt",
+        "tampered": _tampered(id_token),
+        "foreign": _foreign(id_token),
+        "alg_none": jwt.encode(claims, None, algorithm="none"),
+        "access_token": tokens_for(signed_in, app.test_client(), rp)["access_token"],
+    }[kind]
+    response = logout(signed_in, id_token_hint=hint, post_logout_redirect_uri=POST_LOGOUT)
+    page = assert_html_page(response, 400)
+    assert "Location" not in response.headers
+    assert "not a valid ID token" in page
+    assert signed_in_user(signed_in.client) is not None
+
+
+def test_no_hint_asks_for_confirmation(app, signed_in, alice, rp):
+    """§4: a logout request that may not come from the user's RP (no hint: any site can link
+    here) shows a confirmation page; the GET alone signs nobody out."""
+    response = logout(signed_in, post_logout_redirect_uri=POST_LOGOUT, client_id=rp.client_id)
+    page = assert_html_page(response, 200)
+    assert "Sign out?" in page
+    assert signed_in_user(signed_in.client) == alice.id
+    fields = dict(hidden_fields(page))
+    assert fields["post_logout_redirect_uri"] == POST_LOGOUT
+    assert fields["client_id"] == rp.client_id
+
+
+def test_confirmation_requires_csrf(app, signed_in, alice, rp):
+    """The confirmation POST is CSRF-protected: without the page's token (a cross-site form)
+    nothing happens; with it the user is signed out and sent to the registered URI."""
+    page = logout(signed_in, post_logout_redirect_uri=POST_LOGOUT, client_id=rp.client_id)
+    fields = dict(hidden_fields(page.get_data(as_text=True)))
+    forged = {k: v for k, v in fields.items() if k != "csrf_token"}
+    refused = signed_in.client.post("/logout/confirm", data=forged)
+    assert_html_page(refused, 400)
+    assert signed_in_user(signed_in.client) == alice.id
+    confirmed = signed_in.client.post("/logout/confirm", data={**fields, "state": "s1"})
+    assert confirmed.status_code == 302
+    assert confirmed.headers["Location"] == POST_LOGOUT + "?state=s1"
+    assert signed_in_user(signed_in.client) is None
+
+
+def test_confirmation_without_redirect_shows_signed_out_page(app, signed_in):
+    """A plain sign-out (the home page button) ends on the signed-out page."""
+    token = csrf_token(signed_in.client.get("/").get_data(as_text=True))
+    response = signed_in.client.post("/logout/confirm", data={"csrf_token": token})
+    assert "You are signed out" in assert_html_page(response, 200)
+    assert signed_in_user(signed_in.client) is None
+
+
+def test_hint_for_another_user_asks_for_confirmation(app, browser, alice, rp):
+    """§4: an ID token of a different user than the one signed in does not sign the current
+    user out silently; the user is asked."""
+    make_user(app, "bob")
+    browser.login("bob", DEFAULT_PASSWORD)
+    bobs_token = tokens_for(browser, app.test_client(), rp)["id_token"]
+    browser.client.post(
+        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
+    )
+    browser.login("alice", DEFAULT_PASSWORD)
+    response = logout(browser, id_token_hint=bobs_token, post_logout_redirect_uri=POST_LOGOUT)
+    assert "Sign out?" in assert_html_page(response, 200)
+    assert signed_in_user(browser.client) == alice.id
+
+
+def test_expired_id_token_is_still_a_valid_hint(app, signed_in, alice, rp, runtime, monkeypatch):
+    """§2: "The OP SHOULD accept ID Tokens when the RP identified by the ID Token's aud claim
+    ... has a current session or had a recent session" - an expired ID token is still a hint."""
+    import authserver.tokens
+
+    past = int(time.time()) - 7200
+    monkeypatch.setattr(authserver.tokens, "now", lambda: past)
+    expired = runtime.minter.id_token(
+        client_id=rp.client_id,
+        alg="RS256",
+        subject=alice.id,
+        auth_time=past,
+        nonce=None,
+        access_token=None,
+    )
+    monkeypatch.undo()
+    assert jwt.decode(expired, options={"verify_signature": False})["exp"] < time.time() - 3600
+    response = logout(signed_in, id_token_hint=expired, post_logout_redirect_uri=POST_LOGOUT)
+    assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
+    assert signed_in_user(signed_in.client) is None
+
+
+def test_signed_out_user_with_hint_is_redirected(app, browser, alice, rp):
+    """§3: with nobody signed in there is nothing to end; a valid request still returns the
+    browser to the registered URI."""
+    browser.login("alice", DEFAULT_PASSWORD)
+    token = tokens_for(browser, app.test_client(), rp)["id_token"]
+    browser.client.post(
+        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
+    )
+    response = logout(browser, id_token_hint=token, post_logout_redirect_uri=POST_LOGOUT, state="x")
+    assert response.status_code == 302
+    assert response.headers["Location"] == POST_LOGOUT + "?state=x"
+
+
+def test_overlong_state_is_refused(app, signed_in, rp, id_token):
+    """A state is echoed into the Location header: an oversized one is refused (a page),
+    rather than producing a response header proxies would reject."""
+    response = logout(
+        signed_in, id_token_hint=id_token, post_logout_redirect_uri=POST_LOGOUT, state="a" * 3000
+    )
+    assert_html_page(response, 400)
+    assert signed_in_user(signed_in.client) is not None

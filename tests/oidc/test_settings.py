@@ -1,0 +1,215 @@
+"""Settings from AUTHSERVER_* variables: development defaults warn, production refuses them.
+
+STYLE (Configuration): "Dev defaults warn when used; production mode refuses to start
+with them (an http issuer outside loopback, a generated key, the dev session secret)."
+OIDC Discovery §4.3 / RFC 8414 §3.3: the issuer is compared character for character,
+so it is normalised (no trailing slash) once, at startup.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from authserver import create_app
+from authserver.settings import Settings, SettingsError, check_settings, load_settings
+from tests.support.apps import TEST_KEYRING
+
+GOOD_SECRET = "s" * 32
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """An empty instance folder, so no dev secret files from elsewhere are picked up."""
+    return tmp_path / "instance"
+
+
+def production_env(instance, **overrides: str) -> dict[str, str]:
+    env = {
+        "AUTHSERVER_ENV": "production",
+        "AUTHSERVER_INSTANCE_PATH": str(instance),
+        "AUTHSERVER_ISSUER": "https://auth.example.com",
+        "AUTHSERVER_SECRET_KEY": GOOD_SECRET,
+        "AUTHSERVER_VAULT_KEYS": TEST_KEYRING.serialize(),
+    }
+    env.update(overrides)
+    return {name: value for name, value in env.items() if value != "<unset>"}
+
+
+def test_production_with_real_settings_starts(instance):
+    """The control case: production accepts an https issuer and configured secrets."""
+    settings = check_settings(load_settings(production_env(instance)))
+    assert settings.is_production and settings.issuer == "https://auth.example.com"
+    assert settings.dev_defaults_used == ()
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://auth.example.com", "http://127.0.0.1:8000", "http://localhost"]
+)
+def test_production_refuses_http_issuer(instance, issuer):
+    """Production needs https, even on loopback (tokens and cookies would travel in clear)."""
+    with pytest.raises(SettingsError, match="https"):
+        check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=issuer)))
+
+
+def test_production_refuses_default_issuer(instance):
+    """Without AUTHSERVER_ISSUER the dev default (http loopback) is refused."""
+    env = production_env(instance, AUTHSERVER_ISSUER="<unset>")
+    with pytest.raises(SettingsError, match="https"):
+        check_settings(load_settings(env))
+
+
+@pytest.mark.parametrize("name", ["AUTHSERVER_SECRET_KEY", "AUTHSERVER_VAULT_KEYS"])
+def test_production_refuses_missing_secrets(instance, name):
+    """A missing session secret or vault key ring is a development default: refused, and
+    the message names the variable to set."""
+    with pytest.raises(SettingsError, match=name):
+        check_settings(load_settings(production_env(instance, **{name: "<unset>"})))
+
+
+@pytest.mark.parametrize(
+    ("name", "file"), [("SECRET_KEY", "secret_key"), ("VAULT_KEYS", "vault_keys")]
+)
+def test_production_refuses_dev_secret_files(instance, name, file):
+    """The secrets `authserver init` writes under instance/ are for development: production
+    refuses them even though they exist."""
+    instance.mkdir()
+    (instance / "secret_key").write_text("d" * 64, encoding="utf-8")
+    (instance / "vault_keys").write_text(TEST_KEYRING.serialize(), encoding="utf-8")
+    env = production_env(instance, **{f"AUTHSERVER_{name}": "<unset>"})
+    assert (instance / file).exists()
+    with pytest.raises(SettingsError, match=f"AUTHSERVER_{name}"):
+        check_settings(load_settings(env))
+
+
+def test_secrets_from_files_are_not_dev_defaults(instance, tmp_path):
+    """`*_FILE` variables (container secrets) count as configured, not as dev defaults."""
+    secret_file = tmp_path / "session-secret"
+    secret_file.write_text(GOOD_SECRET + "\n", encoding="utf-8")
+    env = production_env(
+        instance, AUTHSERVER_SECRET_KEY="<unset>", AUTHSERVER_SECRET_KEY_FILE=str(secret_file)
+    )
+    settings = check_settings(load_settings(env))
+    assert settings.secret_key == GOOD_SECRET
+
+
+@pytest.mark.parametrize("length", [1, 16, 31])
+def test_production_refuses_short_secret_key(instance, length):
+    """A session secret under 32 characters (about 190 bits of base64) is refused."""
+    env = production_env(instance, AUTHSERVER_SECRET_KEY="k" * length)
+    with pytest.raises(SettingsError, match="at least 32"):
+        check_settings(load_settings(env))
+
+
+def test_development_warns_but_runs(instance, caplog):
+    """Development starts with defaults, and says which ones it used."""
+    env = {
+        "AUTHSERVER_INSTANCE_PATH": str(instance),
+        "AUTHSERVER_VAULT_KEYS": TEST_KEYRING.serialize(),
+    }
+    with caplog.at_level(logging.WARNING, logger="authserver.settings"):
+        settings = check_settings(load_settings(env))
+    assert settings.env == "development"
+    assert settings.issuer == "http://127.0.0.1:8000"
+    assert len(settings.secret_key) >= 32  # an ephemeral one
+    warnings = " ".join(record.getMessage() for record in caplog.records)
+    assert "AUTHSERVER_ISSUER" in warnings and "AUTHSERVER_SECRET_KEY" in warnings
+    assert "ephemeral" in warnings
+
+
+def test_development_app_starts_with_defaults(instance, migrated_database, monkeypatch, caplog):
+    """`create_app()` in development with only a database and a key ring: it warns, starts
+    and serves pages."""
+    for name in ("AUTHSERVER_ENV", "AUTHSERVER_ISSUER", "AUTHSERVER_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUTHSERVER_INSTANCE_PATH", str(instance))
+    monkeypatch.setenv("AUTHSERVER_DATABASE_URL", migrated_database)
+    monkeypatch.setenv("AUTHSERVER_VAULT_KEYS", TEST_KEYRING.serialize())
+    with caplog.at_level(logging.WARNING, logger="authserver.settings"):
+        app = create_app({"audit_link_interval": 0})
+    try:
+        assert app.extensions["authserver"].settings.env == "development"
+        assert any("development default" in r.getMessage() for r in caplog.records)
+        assert app.test_client().get("/login").status_code == 200
+    finally:
+        app.extensions["authserver"].engine.dispose()
+
+
+def test_development_needs_a_key_ring(instance):
+    """Even development cannot invent a vault key ring (data sealed with it would be lost):
+    a clear error says how to create one."""
+    env = {"AUTHSERVER_INSTANCE_PATH": str(instance)}
+    with pytest.raises(SettingsError, match="authserver init"):
+        check_settings(load_settings(env))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://auth.example.com/", "https://auth.example.com"),
+        ("https://auth.example.com//", "https://auth.example.com"),
+        ("https://auth.example.com/tenant/", "https://auth.example.com/tenant"),
+        ("https://auth.example.com", "https://auth.example.com"),
+    ],
+)
+def test_issuer_trailing_slash_is_normalised(instance, given, expected):
+    """RFC 8414 §3.3: `iss` is compared exactly, so the issuer loses any trailing slash,
+    whether it comes from the environment or from overrides."""
+    from_env = check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=given)))
+    assert from_env.issuer == expected
+    overridden = Settings(issuer=given, vault_keys=TEST_KEYRING.serialize())
+    assert check_settings(overridden).issuer == expected
+
+
+def test_issuer_must_be_absolute_http_url(instance):
+    """An issuer that is not an absolute http(s) URL (or has a query) is refused."""
+    for bad in ("auth.example.com", "ftp://auth.example.com", "https://auth.example.com?x=1"):
+        with pytest.raises(SettingsError, match="ISSUER"):
+            check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=bad)))
+
+
+INTEGER_SETTINGS = [
+    "ACCESS_TOKEN_TTL",
+    "DELEGATED_TOKEN_TTL",
+    "ID_TOKEN_TTL",
+    "REFRESH_TOKEN_TTL",
+    "AUTHORIZATION_CODE_TTL",
+    "ARGON2_TIME_COST",
+    "ARGON2_MEMORY_KIB",
+    "ARGON2_PARALLELISM",
+    "PROXY_HOPS",
+]
+
+
+@pytest.mark.parametrize("name", INTEGER_SETTINGS)
+@pytest.mark.parametrize("value", ["ten", "1.5", "0x10", "12abc"])
+def test_bad_integer_gives_clear_error(instance, name, value):
+    """A value that is not an integer stops startup with a SettingsError naming the variable
+    (not a bare ValueError traceback)."""
+    env = production_env(instance, **{f"AUTHSERVER_{name}": value})
+    with pytest.raises(SettingsError, match=f"AUTHSERVER_{name} must be an integer"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize("name", INTEGER_SETTINGS)
+def test_negative_integer_gives_clear_error(instance, name):
+    """A negative lifetime, cost or hop count is never meant: refused, naming the variable."""
+    env = production_env(instance, **{f"AUTHSERVER_{name}": "-5"})
+    with pytest.raises(SettingsError, match=f"AUTHSERVER_{name} must not be negative"):
+        load_settings(env)
+
+
+def test_integer_settings_are_read(instance):
+    """The control case: well-formed integers are taken as given."""
+    settings = load_settings(
+        production_env(instance, AUTHSERVER_ACCESS_TOKEN_TTL="120", AUTHSERVER_PROXY_HOPS="1")
+    )
+    assert settings.access_token_ttl == 120 and settings.proxy_hops == 1
+
+
+def test_unknown_environment_is_refused(instance):
+    """AUTHSERVER_ENV is development or production, nothing else (a typo must not run a
+    production deployment with development leniency)."""
+    with pytest.raises(SettingsError, match="AUTHSERVER_ENV"):
+        check_settings(load_settings(production_env(instance, AUTHSERVER_ENV="prod")))

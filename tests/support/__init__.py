@@ -1,0 +1,1 @@
+"""Test helpers: app builders, factories and flow walkers."""

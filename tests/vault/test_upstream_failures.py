@@ -1,0 +1,187 @@
+"""Upstream failures: a clear error, never a stale token (DESIGN "Token vault").
+
+The mock calendar's /_test/faults make its token endpoint fail on refresh grants
+(RFC 6749 §6): a 5xx, a hang, an answer without a refresh token, invalid_grant.
+"Upstream failure returns a clear error, never a stale token", and "an upstream
+`invalid_grant` marks the account as needing reconnection instead of retrying
+forever".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.vault_live import UpstreamSpy, VaultScene, follow_connect, vault_scene
+from vault import upstream
+from vault.models import ACTIVE, NEEDS_RECONNECT, ConnectedAccount
+
+UPSTREAM_TIMEOUT = 1.0
+HANG_SECONDS = 30
+
+
+@pytest.fixture
+def scene(app, migrated_database, tmp_path) -> Iterator[VaultScene]:
+    with vault_scene(app, migrated_database, tmp_path, upstream_timeout=UPSTREAM_TIMEOUT) as scene:
+        yield scene
+        scene.calendar.fault("none")
+
+
+@pytest.fixture
+def spy(monkeypatch) -> UpstreamSpy:
+    return UpstreamSpy.install(monkeypatch)
+
+
+def _connected(scene: VaultScene) -> tuple[str, str]:
+    """Alice connected; her subject token and the access token the vault cached."""
+    scene.connect("alice")
+    subject = scene.subject_token("alice")
+    served = scene.federated(subject)
+    assert served.status_code == 200, served.text
+    return subject, served.json()["access_token"]
+
+
+def _assert_unavailable(response, stale: str) -> None:
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "temporarily_unavailable"
+    assert "access_token" not in body
+    assert stale not in response.text
+
+
+def test_upstream_server_error_is_temporarily_unavailable_and_no_stale_token(scene):
+    """RFC 6749 §5.2 / §4.1.2.1 temporarily_unavailable (503): the upstream's 5xx is not
+    hidden by serving the expired cached token; the account survives for a retry."""
+    subject, stale = _connected(scene)
+    scene.expire_cached("alice")
+    scene.calendar.fault("server_error")
+    before = scene.calendar.stats()
+    failed = scene.federated(subject)
+    _assert_unavailable(failed, stale)
+    assert failed.json()["error_description"] == (
+        "The upstream provider failed (unavailable); no token was issued."
+    )
+    after = scene.calendar.stats()
+    assert after["refresh_attempts"] == before["refresh_attempts"] + 1
+    assert after["refresh_grants"] == before["refresh_grants"]
+    account = scene.account("alice")
+    assert account.status == ACTIVE and account.refresh_lease is None
+    assert scene.events("vault.token_served")[-1].outcome == "refused"
+
+    scene.calendar.fault("none")
+    retried = scene.federated(subject)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["access_token"] != stale
+    assert scene.freebusy(retried.json()["access_token"]).status_code == 200
+
+
+def test_upstream_hang_fails_within_the_timeout(scene):
+    """DESIGN token vault: an upstream that does not answer is an error after the configured
+    timeout (here 1 s), not a request stuck for as long as the upstream hangs."""
+    subject, stale = _connected(scene)
+    scene.expire_cached("alice")
+    scene.calendar.fault("hang", hang_seconds=HANG_SECONDS)
+    started = time.monotonic()
+    failed = scene.federated(subject)
+    elapsed = time.monotonic() - started
+    _assert_unavailable(failed, stale)
+    assert failed.json()["error_description"] == (
+        "The upstream provider failed (timeout); no token was issued."
+    )
+    # About the timeout, far from the hang (slack for a busy machine).
+    assert elapsed < UPSTREAM_TIMEOUT + 5.0, f"took {elapsed:.1f}s"
+    assert scene.account("alice").refresh_lease is None
+
+
+def test_refresh_without_a_new_refresh_token_keeps_the_old_one(scene, spy):
+    """RFC 6749 §6: the server MAY issue a new refresh token; when it does not, the vault
+    serves the new access token and keeps using the refresh token it has."""
+    subject, stale = _connected(scene)
+    original = scene.stored_refresh_token("alice")
+    scene.expire_cached("alice")
+    scene.calendar.fault("omit_refresh_token")
+    served = scene.federated(subject)
+    assert served.status_code == 200, served.text
+    token = served.json()["access_token"]
+    assert token != stale and scene.freebusy(token).status_code == 200
+    assert scene.stored_refresh_token("alice") == original
+
+    scene.calendar.fault("none")
+    scene.expire_cached("alice")
+    again = scene.federated(subject)
+    assert again.status_code == 200, again.text
+    assert scene.stored_refresh_token("alice") not in (original, "")
+    assert scene.stored_refresh_token("alice") == spy.refresh_tokens[-1]
+
+
+def test_invalid_grant_needs_reconnect_and_stops_calling_upstream(scene):
+    """DESIGN token vault: upstream invalid_grant (RFC 6749 §5.2) marks the account as
+    needing reconnection; later requests get connection_required (reconnect_required)
+    without calling upstream again, until the user reconnects."""
+    subject, stale = _connected(scene)
+    scene.expire_cached("alice")
+    scene.calendar.fault("invalid_grant")
+    before = scene.calendar.stats()
+    refused = scene.federated(subject)
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["error"] == "connection_required"
+    assert body["reason"] == "reconnect_required"
+    assert "access_token" not in body and stale not in refused.text
+    assert body["connect_uri"].startswith(f"{scene.url}/connections/calendar/connect?scope=")
+    account = scene.account("alice")
+    assert account.status == NEEDS_RECONNECT
+    assert account.access_token_sealed is None and account.refresh_lease is None
+    attempts = scene.calendar.stats()["refresh_attempts"]
+    assert attempts == before["refresh_attempts"] + 1
+
+    scene.calendar.fault("none")  # even once the upstream would answer again
+    for _ in range(3):
+        again = scene.federated(subject)
+        assert again.status_code == 400
+        assert again.json()["reason"] == "reconnect_required"
+    assert scene.calendar.stats()["refresh_attempts"] == attempts
+    page = scene.browser("alice").get(f"{scene.url}/account/connections", timeout=10)
+    assert "Needs reconnecting" in page.text
+
+    follow_connect(scene.browser("alice"), body["connect_uri"], "alice")
+    assert scene.account("alice").status == ACTIVE
+    back = scene.federated(subject)
+    assert back.status_code == 200, back.text
+    assert scene.freebusy(back.json()["access_token"]).status_code == 200
+    assert scene.calendar.stats()["refresh_attempts"] == attempts
+
+
+def _without_refresh_token(response):
+    """An upstream that grants no offline access: its token answer has no refresh_token."""
+    body = response.json()
+    body.pop("refresh_token", None)
+    response._content = json.dumps(body).encode()
+    return response
+
+
+def test_connect_without_a_refresh_token_stores_nothing(scene, monkeypatch):
+    """DESIGN token vault: an account is usable while the user is away only with a refresh
+    token; an upstream token answer without one (RFC 6749 §5.1, refresh_token OPTIONAL)
+    gives a clear error page and stores no account."""
+    original = upstream._session
+
+    def session_without_refresh(client, **extra):
+        session = original(client, **extra)
+        session.register_compliance_hook("access_token_response", _without_refresh_token)
+        return session
+
+    monkeypatch.setattr(upstream, "_session", session_without_refresh)
+    page = scene.connect("alice")
+    assert page.status_code == 502
+    assert "did not grant offline access" in page.text
+    assert scene.account("alice") is None
+    with scene.server.runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(ConnectedAccount)) == 0
+    failure = scene.events("vault.connected")[-1]
+    assert failure.outcome == "failure" and failure.details["reason"] == "no_refresh_token"
+    assert scene.calendar.stats()["code_grants"] == 1
