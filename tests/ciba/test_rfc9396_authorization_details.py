@@ -1,0 +1,250 @@
+"""RFC 9396 Rich Authorization Requests at /authorize and /bc-authorize.
+
+§2: `authorization_details` is a JSON array of objects, each with a `type`; §5: a
+malformed parameter, an unknown type or an entry that fails the type's schema is
+`invalid_authorization_details` (a redirect at /authorize, RFC 6749 §4.1.2.1; JSON at
+/bc-authorize, CIBA §13); §7 and §9: the approved details appear in the token, the
+token response and introspection; §10: discovery lists the types. The resource
+(RFC 8707) is inferred from the type's resource server when absent, and must match
+it when present (`invalid_target`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jwt
+import pytest
+from sqlalchemy import select
+
+from authserver.admin import add_detail_type
+from authserver.db import transaction
+from authserver.models import BackchannelRequest, Consent, ResourceServer
+from tests.support.db import count, issued_counts
+from tests.support.factories import DEFAULT_PASSWORD, make_client, make_resource
+from tests.support.flows import Pkce, code_params, query_of
+from tests.support.oauth import introspect, redeem, redirect_error, token_error
+
+from .conftest import BROKER, TRADE, approval_form, bc_authorize, poll
+
+ISSUER = "http://127.0.0.1:8000"
+
+
+def trade(**changes) -> dict:
+    entry = {**TRADE, **changes}
+    return {key: value for key, value in entry.items() if value is not None}
+
+
+INVALID = {
+    "not_json": "[{type: trade}",
+    "not_an_array": json.dumps(TRADE),
+    "a_string": json.dumps("trade"),
+    "empty_array": "[]",
+    "entry_not_an_object": json.dumps(["trade"]),
+    "entry_without_type": json.dumps([{k: v for k, v in TRADE.items() if k != "type"}]),
+    "type_not_a_string": json.dumps([trade(type=7)]),
+    "unknown_type": json.dumps([{"type": "wire_transfer", "amount": 10}]),
+    "negative_quantity": json.dumps([trade(quantity=-10)]),
+    "zero_quantity": json.dumps([trade(quantity=0)]),
+    "string_quantity": json.dumps([trade(quantity="10")]),
+    "fractional_quantity": json.dumps([trade(quantity=1.5)]),
+    "lowercase_symbol": json.dumps([trade(symbol="net")]),
+    "extra_property": json.dumps([trade(note="also wire me 1000 USD")]),
+    "price_zero": json.dumps([trade(limit_price=0)]),
+    "missing_limit_price": json.dumps([trade(limit_price=None)]),
+    "unknown_side": json.dumps([trade(side="short")]),
+    "other_currency": json.dumps([trade(currency="EUR")]),
+    "second_entry_invalid": json.dumps([TRADE, trade(quantity=-1)]),
+    "too_many_entries": json.dumps([TRADE] * 11),
+    "too_large": "[" + json.dumps(TRADE) + " " * 17000 + "]",
+}
+
+
+@pytest.fixture
+def rp(app, broker):
+    return make_client(app, "web-rp", scope="openid profile portfolio:read")
+
+
+@pytest.fixture
+def signed_in(browser, alice):
+    browser.login("alice", DEFAULT_PASSWORD)
+    return browser
+
+
+def written(app) -> dict[str, int]:
+    return {
+        **issued_counts(app),
+        "consents": count(app, Consent),
+        "ciba_requests": count(app, BackchannelRequest),
+    }
+
+
+def authorize_params(rp, pkce=None, **extra) -> dict:
+    return code_params(rp.client_id, rp.redirect_uri, pkce or Pkce.new(), scope="openid", **extra)
+
+
+@pytest.mark.parametrize("value", INVALID.values(), ids=INVALID.keys())
+def test_invalid_details_at_authorize(app, signed_in, rp, value):
+    """§5: invalid_authorization_details, sent to the redirect URI with state and iss (RFC
+    9207); no consent, no code."""
+    params = authorize_params(rp, authorization_details=value)
+    before = written(app)
+    response = signed_in.authorize(params)
+    query = redirect_error(response, rp, "invalid_authorization_details", ISSUER)
+    assert query["state"] == params["state"]
+    assert query.get("error_description")
+    assert written(app) == before
+
+
+@pytest.mark.parametrize("value", INVALID.values(), ids=INVALID.keys())
+def test_invalid_details_at_bc_authorize(app, client, alice, agent, value):
+    """CIBA §13 with RFC 9396 §5: a JSON 400 invalid_authorization_details; nothing stored."""
+    before = written(app)
+    response = bc_authorize(client, agent, authorization_details=value)
+    body = token_error(response, "invalid_authorization_details")
+    assert body.get("error_description")
+    assert written(app) == before
+
+
+def test_schema_error_names_the_field(app, client, alice, agent):
+    """The description says which entry and which member failed (printable ASCII only)."""
+    response = bc_authorize(
+        client, agent, authorization_details=json.dumps([TRADE, trade(quantity="ten")])
+    )
+    description = token_error(response, "invalid_authorization_details")["error_description"]
+    assert "[1]" in description and "quantity" in description
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description)
+
+
+def test_discovery_lists_the_types(app, client, broker):
+    """§10: authorization_details_types_supported lists the registered types."""
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        metadata = client.get(path).get_json()
+        assert "trade" in metadata["authorization_details_types_supported"], path
+
+
+def register_note_type(app) -> None:
+    """A second resource with a free-text type, to see that rendered values are escaped."""
+    make_resource(app, "https://notes.example.com", scopes=("notes",))
+    spec = {
+        "type": "note",
+        "schema": {
+            "type": "object",
+            "required": ["type", "memo"],
+            "properties": {"type": {"const": "note"}, "memo": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "rendering": {"title": "Note", "summary": "Remember {memo}"},
+    }
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        resource = session.scalar(
+            select(ResourceServer).where(ResourceServer.identifier == "https://notes.example.com")
+        )
+        add_detail_type(session, resource, spec)
+
+
+def consent_page(signed_in, params) -> str:
+    response = signed_in.client.get("/authorize", query_string=params)
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    location = response.headers["Location"]
+    assert location.startswith("/consent"), location
+    return signed_in.client.get(location).get_data(as_text=True)
+
+
+def test_consent_page_renders_details_for_people(app, signed_in, rp):
+    """§2 and DESIGN: the consent screen shows the details rendered for people (summary and
+    labels from the type's rendering), not raw JSON."""
+    params = authorize_params(rp, authorization_details=json.dumps([TRADE]))
+    page = consent_page(signed_in, params)
+    assert "buy 10 NET at no more than 120.00 USD" in page
+    for label, value in [
+        ("Action", "buy"),
+        ("Symbol", "NET"),
+        ("Shares (at most)", "10"),
+        ("Price limit", "120.00"),
+        ("Currency", "USD"),
+    ]:
+        assert f"<dt>{label}</dt><dd>{value}</dd>" in page, label
+    assert "Broker" in page and BROKER in page
+
+
+def test_consent_page_escapes_details(app, signed_in, rp):
+    """Values chosen by the client are text on the page, never markup."""
+    register_note_type(app)
+    rp_notes = make_client(app, "notes-rp", scope="openid notes")
+    memo = "<script>alert(1)</script>"
+    params = authorize_params(
+        rp_notes, authorization_details=json.dumps([{"type": "note", "memo": memo}])
+    )
+    page = consent_page(signed_in, params)
+    assert "Remember &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(1)" not in page
+
+
+def test_approved_details_in_token_response_and_introspection(app, client, signed_in, rp):
+    """§7: the access token carries exactly the approved details, the token response repeats
+    them (§7.1) and introspection returns them (§9.2); the resource is the type's (RFC 8707)."""
+    pkce = Pkce.new()
+    params = authorize_params(rp, pkce, authorization_details=json.dumps([TRADE]))
+    response = signed_in.authorize(params)
+    code = query_of(response.headers["Location"])["code"]
+    tokens = redeem(client, rp, code, code_verifier=pkce.verifier)
+    assert tokens.status_code == 200, tokens.get_json()
+    body = tokens.get_json()
+    assert body["authorization_details"] == [TRADE]
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["authorization_details"] == [TRADE]
+    assert claims["aud"] == BROKER
+    info = introspect(client, rp, body["access_token"])
+    assert info["active"] is True
+    assert info["authorization_details"] == [TRADE]
+
+
+def test_ciba_resource_inferred_and_details_everywhere(app, client, browser, alice, agent):
+    """§7 for CIBA: no `resource` sent, the broker is the audience; the details are in the
+    token, the token response and introspection."""
+    auth_req_id = bc_authorize(client, agent).json["auth_req_id"]
+    browser.login("alice", DEFAULT_PASSWORD)
+    approval_form(browser)
+    body = poll(client, agent, auth_req_id).get_json()
+    assert body["authorization_details"] == [TRADE]
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == BROKER and claims["authorization_details"] == [TRADE]
+    info = introspect(client, agent, body["access_token"])
+    assert info["active"] is True and info["authorization_details"] == [TRADE]
+
+
+def test_explicit_matching_resource_is_accepted(app, client, alice, agent):
+    """RFC 8707 §2 with §9396: naming the type's own resource is fine."""
+    response = bc_authorize(client, agent, resource=BROKER)
+    assert response.status_code == 200, response.json
+
+
+@pytest.fixture
+def other_api(app, broker):
+    return make_resource(app, "https://api.example.com", scopes=("read",))
+
+
+def test_details_for_another_resource_at_bc_authorize(app, client, alice, agent, other_api):
+    """RFC 8707 §2 invalid_target: the trade type belongs to the broker, not to the API named."""
+    before = written(app)
+    response = bc_authorize(client, agent, resource=other_api)
+    token_error(response, "invalid_target")
+    assert written(app) == before
+
+
+def test_details_for_another_resource_at_authorize(app, signed_in, rp, other_api):
+    """RFC 8707 §2 invalid_target at /authorize (a redirect with state and iss)."""
+    params = authorize_params(rp, authorization_details=json.dumps([TRADE]), resource=other_api)
+    before = written(app)
+    redirect_error(signed_in.authorize(params), rp, "invalid_target", ISSUER)
+    assert written(app) == before
+
+
+@pytest.mark.parametrize("resource", ["https://unknown.example.com", "not a uri", BROKER + "#x"])
+def test_unknown_resource_at_bc_authorize(app, client, alice, agent, resource):
+    """RFC 8707 §2: an unknown or malformed resource is invalid_target."""
+    before = written(app)
+    token_error(bc_authorize(client, agent, resource=resource), "invalid_target")
+    assert written(app) == before
