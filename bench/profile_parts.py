@@ -1,0 +1,295 @@
+"""The parts of a client-credentials grant, measured alone, and whole requests with the
+proposed optimisations applied as monkeypatches (nothing under authserver/ is edited).
+Used by bench/profile_cc.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import secrets
+import statistics
+import sys
+import time
+from typing import Any
+
+from . import loadgen, servers
+
+
+def environ_for(server: servers.AuthServer) -> dict[str, Any]:
+    assert server.machine_client is not None
+    body = loadgen.CLIENT_CREDENTIALS_BODY.encode("ascii")
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/token",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(server.port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": f"127.0.0.1:{server.port}",
+        "HTTP_AUTHORIZATION": "Basic " + server.machine_client.basic,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.errors": sys.stderr,
+        "_body": body,
+    }
+
+
+def call(app: Any, template: dict[str, Any]) -> None:
+    environ = dict(template)
+    environ["wsgi.input"] = io.BytesIO(environ.pop("_body"))
+    status: list[str] = []
+    chunks = app(environ, lambda s, h, e=None: status.append(s))
+    b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    if not status or not status[0].startswith("200"):
+        raise RuntimeError(f"token request failed: {status}")
+
+
+def _timed(functions: dict[str, Any], iterations: int, rounds: int = 7) -> dict[str, Any]:
+    """Wall and CPU µs per call, median over rounds. The functions take turns within each
+    round, so a machine that gets busier or quieter affects them all alike."""
+    for function in functions.values():
+        for _ in range(max(iterations // 10, 20)):
+            function()
+    walls: dict[str, list[float]] = {name: [] for name in functions}
+    cpus: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(iterations):
+                function()
+            walls[name].append((time.perf_counter() - wall) / iterations * 1e6)
+            cpus[name].append((time.process_time() - cpu) / iterations * 1e6)
+    return {
+        name: {
+            "wall_us": round(statistics.median(walls[name]), 1),
+            "cpu_us": round(statistics.median(cpus[name]), 1),
+        }
+        for name in functions
+    }
+
+
+def components(server: servers.AuthServer, iterations: int) -> dict[str, Any]:
+    """The client-credentials request's parts, each alone, and cheaper ways to do its DB work."""
+    from flask import Flask, jsonify
+    from sqlalchemy import insert, select
+
+    from authserver import audit
+    from authserver.models import AccessTokenRecord, AuditEvent, Client, ResourceServer, now
+
+    runtime = server.runtime
+    assert runtime is not None and server.machine_client is not None
+    client_id = server.machine_client.client_id
+    key = runtime.audit_key
+    entry = audit.AuditEntry(
+        "token.issued",
+        client_id=client_id,
+        ip="127.0.0.1",
+        details={"grant_type": "client_credentials", "scope": "read", "aud": servers.RESOURCE},
+    )
+    claims = {"iss": server.url, "sub": client_id, "aud": servers.RESOURCE, "scope": "read"}
+
+    def token_row() -> dict[str, Any]:
+        return {"jti": secrets.token_urlsafe(18), "client_id": client_id, "expires_at": now() + 600}
+
+    def orm_db() -> None:
+        with runtime.session_factory() as session:
+            session.get(Client, client_id)
+            session.scalar(
+                select(ResourceServer).where(ResourceServer.identifier == servers.RESOURCE)
+            )
+            session.add(AccessTokenRecord(**token_row()))
+            session.add(audit.make_row(key, entry))
+            session.commit()
+
+    audit_table, token_table = AuditEvent.__table__, AccessTokenRecord.__table__
+    client_query = select(Client.__table__).where(Client.client_id == client_id)
+    resource_query = select(ResourceServer.__table__).where(
+        ResourceServer.identifier == servers.RESOURCE
+    )
+
+    def audit_values() -> dict[str, Any]:
+        row = audit.make_row(key, entry)
+        return {c.key: getattr(row, c.key) for c in audit_table.columns if c.key != "id"}
+
+    def core_db() -> None:
+        with runtime.engine.begin() as connection:
+            connection.execute(client_query).first()
+            connection.execute(resource_query).first()
+            connection.execute(insert(token_table), token_row())
+            connection.execute(insert(audit_table), audit_values())
+
+    def core_inserts_only() -> None:
+        with runtime.engine.begin() as connection:
+            connection.execute(insert(token_table), token_row())
+            connection.execute(insert(audit_table), audit_values())
+
+    flask_app = Flask("minimal")
+
+    @flask_app.post("/token")
+    def minimal() -> Any:
+        return jsonify(access_token="x" * 400, token_type="Bearer", expires_in=600)
+
+    def link_per_row() -> dict[str, float]:
+        """The background linker's cost per audit row (batches as at ~1,000 requests/s)."""
+        walls, cpus = [], []
+        for _ in range(3):
+            with runtime.engine.begin() as connection:
+                connection.execute(insert(audit_table), [audit_values() for _ in range(1000)])
+            wall, cpu = time.perf_counter(), time.process_time()
+            linked = max(audit.link_all(runtime.session_factory, key), 1)
+            walls.append((time.perf_counter() - wall) / linked * 1e6)
+            cpus.append((time.process_time() - cpu) / linked * 1e6)
+        return {"wall_us": round(min(walls), 1), "cpu_us": round(min(cpus), 1)}
+
+    def checkout() -> None:
+        with runtime.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
+    template = environ_for(server)
+    functions = {
+        "jwt_es256_sign (cached key)": lambda: runtime.minter._sign(claims, "ES256", "at+jwt"),
+        "audit_make_row (uuid + json + HMAC)": lambda: audit.make_row(key, entry),
+        "db_orm (today: get client, select resource, 2 ORM inserts, commit)": orm_db,
+        "db_core (same statements, SQLAlchemy Core)": core_db,
+        "db_core_inserts_only (client + resource cached)": core_inserts_only,
+        "flask_minimal (bare Flask POST route, same WSGI call)": lambda: call(flask_app, template),
+    }
+    plain = None
+    if runtime.engine.dialect.name == "postgresql":
+        from sqlalchemy import create_engine
+
+        plain = create_engine(runtime.engine.url, pool_pre_ping=False)
+
+        def checkout_plain() -> None:
+            with plain.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+
+        functions["pool checkout + SELECT 1, pool_pre_ping=True (today)"] = checkout
+        functions["pool checkout + SELECT 1, pool_pre_ping=False"] = checkout_plain
+    try:
+        timed = _timed(functions, iterations)
+    finally:
+        if plain is not None:
+            plain.dispose()
+    return {"audit_link_all per row (background thread, same process)": link_per_row(), **timed}
+
+
+class _CoreAdder:
+    """Stands in for the session in `TokenMinter.access_token`: `add` becomes a Core INSERT."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def add(self, row: Any) -> None:
+        from sqlalchemy import insert
+
+        values = {c.key: getattr(row, c.key) for c in row.__table__.columns}
+        self.session.connection().execute(insert(row.__table__), values)
+
+
+def _ttl_cached(original: Any, key: Any, detach: Any, ttl: float = 30.0) -> Any:
+    cache: dict[Any, tuple[float, Any]] = {}
+
+    def cached(*args: Any) -> Any:
+        hit = cache.get(key(*args))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        value = original(*args)
+        if value is not None and value != []:
+            detach(args, value)
+            cache[key(*args)] = (time.monotonic() + ttl, value)
+        return value
+
+    return cached
+
+
+def _what_if_patches(app: Any) -> dict[str, list[Any]]:
+    """Each proposed optimisation as monkeypatches of the running code (nothing is edited).
+    Call after the app has served a token request (Authlib binds `query_client` then)."""
+    from unittest import mock
+
+    from sqlalchemy import insert
+
+    from authserver.models import AuditEvent
+    from authserver.oauth import server as oauth_server
+    from authserver.oauth.grants import client_credentials
+    from authserver.tokens import TokenMinter
+    from authserver.web import context
+
+    authorization_server: oauth_server.AuthorizationServer = app.extensions["oauth_server"]
+    client_auth = authorization_server._client_auth
+    query_client = _ttl_cached(
+        client_auth.query_client,
+        key=lambda client_id: client_id,
+        detach=lambda args, client: context.db().expunge(client.model),
+    )
+    resolve = _ttl_cached(
+        client_credentials.resolve_resources,
+        key=lambda session, values: tuple(values),
+        detach=lambda args, found: [args[0].expunge(item) for item in found],
+    )
+    original_access_token = TokenMinter.access_token
+
+    def access_token(self: Any, session: Any, spec: Any) -> Any:
+        return original_access_token(self, _CoreAdder(session), spec)
+
+    def commit() -> None:
+        session = context.db()
+        rows = context._pending_rows()
+        columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
+        if rows:
+            values = [{name: getattr(row, name) for name in columns} for row in rows]
+            session.connection().execute(insert(AuditEvent.__table__), values)
+        session.commit()
+
+    cache = [
+        mock.patch.object(client_auth, "query_client", query_client),
+        mock.patch.object(client_credentials, "resolve_resources", resolve),
+    ]
+    core = [
+        mock.patch.object(TokenMinter, "access_token", access_token),
+        mock.patch.object(context, "commit", commit),
+    ]
+    return {
+        "today": [],
+        "cached client + resource rows (30 s TTL)": cache,
+        "Core INSERTs for access-token record + audit rows": core,
+        "both": cache + core,
+    }
+
+
+def what_if(app: Any, template: dict[str, Any], requests: int, rounds: int = 7) -> dict[str, Any]:
+    """Whole requests in-process under each variant, interleaved round by round."""
+    variants = _what_if_patches(app)
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, patches in variants.items():
+            with contextlib.ExitStack() as stack:
+                for patch in patches:
+                    stack.enter_context(patch)
+                for _ in range(20):
+                    call(app, template)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(requests):
+                    call(app, template)
+                walls[name].append((time.perf_counter() - wall) / requests * 1e6)
+                cpus[name].append((time.process_time() - cpu) / requests * 1e6)
+    base = statistics.median(cpus["today"])
+    return {
+        name: {
+            "wall_us": round(statistics.median(walls[name]), 1),
+            "cpu_us": round(statistics.median(cpus[name]), 1),
+            "cpu_saved_pct": round(100 * (1 - statistics.median(cpus[name]) / base), 1),
+        }
+        for name in variants
+    }
