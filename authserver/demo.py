@@ -32,6 +32,8 @@ from .runtime import Runtime
 TRADE_TYPE_FILE = Path(__file__).resolve().parent.parent / "demo_agent/broker/trade_type.json"
 BROKER_URL = os.environ.get("DEMO_BROKER_URL", "http://127.0.0.1:8001").rstrip("/")
 CALENDAR_URL = os.environ.get("DEMO_CALENDAR_URL", "http://127.0.0.1:8002").rstrip("/")
+# The agent's loopback redirect (RFC 8252 §7.3); another port when 8765 is taken.
+AGENT_REDIRECT_URI = os.environ.get("DEMO_AGENT_REDIRECT_URI", "http://127.0.0.1:8765/callback")
 
 DEMO_USERS = [
     {
@@ -95,7 +97,7 @@ def demo_clients() -> list[DemoClient]:
             "client_secret_basic",
             ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE, CIBA],
             "openid profile email offline_access portfolio:read",
-            ["http://127.0.0.1:8765/callback"],
+            [AGENT_REDIRECT_URI],
             may_delegate=True,
             allowed_audiences=[BROKER_URL],
         ),

@@ -55,6 +55,19 @@ def _agent_env(data: dict[str, Any], urls: DemoUrls) -> dict[str, str]:
     }
 
 
+def _tour_env(data: dict[str, Any], urls: DemoUrls) -> dict[str, str]:
+    """The agent's settings plus the demo accounts the tour's simulated user signs in with."""
+    user = data["users"][0]
+    calendar_user = data["connections"][0]["provider_users"][0]
+    return {
+        **_agent_env(data, urls),
+        "DEMO_TOUR_USERNAME": user["username"],
+        "DEMO_TOUR_PASSWORD": user["password"],
+        "DEMO_TOUR_CALENDAR_USERNAME": calendar_user["username"],
+        "DEMO_TOUR_CALENDAR_PASSWORD": calendar_user["password"],
+    }
+
+
 def _run_foreground(module: str, env: dict[str, str]) -> int:
     """The agent (or tour) in the foreground with the terminal; Ctrl-C ends the demo."""
     try:
@@ -105,7 +118,7 @@ def demo(seed_only: bool, as_json: bool, tour: bool, no_agent: bool, port: int |
     with running(demo_services(urls, instance, DEV_CLIENT_SECRET), logs):
         _print_welcome(data, urls, logs)
         if tour:
-            raise SystemExit(_run_foreground("demo_agent.tour", _agent_env(data, urls)))
+            raise SystemExit(_run_foreground("demo_agent.tour", _tour_env(data, urls)))
         if no_agent:
             _wait_forever()
         else:

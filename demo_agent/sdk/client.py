@@ -47,6 +47,7 @@ class AuthClient(DelegatedTokens):
         sleep: Callable[[float], None] = time.sleep,
         ciba_mode: str = "poll",
         notification_endpoint: str | None = None,
+        on_tokens: Callable[[str, TokenSet], None] | None = None,
     ) -> None:
         self.client_id = client_id
         self._secret = client_secret
@@ -57,9 +58,12 @@ class AuthClient(DelegatedTokens):
         self.transport = Transport(session, trace, timeout)
         self.discovery = Discovery(issuer, self.transport)
         self.ciba = ciba.CibaSettings(ciba_mode, notification_endpoint)
+        # Told of every token response with its grant type (a tour decodes them for learners).
+        self.on_tokens = on_tokens
         self._tokens: TokenSet | None = None
         self.id_claims: dict[str, Any] = {}
         self._actor: TokenSet | None = None
+        self._username: str | None = None
         self._exchanged: dict[tuple[str, str], TokenSet] = {}
         self._lock = threading.RLock()
 
@@ -108,6 +112,8 @@ class AuthClient(DelegatedTokens):
             raise SdkError("the token response carries no access_token")
         tokens = TokenSet.from_response(body, self.clock())
         self.redactor.add(*tokens.secrets())
+        if self.on_tokens is not None:
+            self.on_tokens(str(form.get("grant_type", "")), tokens)
         return tokens
 
     # -- the user's tokens -------------------------------------------------------------
@@ -139,6 +145,7 @@ class AuthClient(DelegatedTokens):
         claims = self._check_id_token(tokens, request.nonce)
         with self._lock:
             self._tokens, self.id_claims = tokens, claims
+            self._username = None
             self._exchanged.clear()
         return tokens
 
@@ -197,10 +204,16 @@ class AuthClient(DelegatedTokens):
         return self.transport.json("GET", url, bearer=self.access_token())
 
     def username(self) -> str | None:
-        """`preferred_username` from the ID token, else from userinfo (needs `profile`)."""
-        name = self.id_claims.get("preferred_username")
+        """`preferred_username` from the ID token, else from userinfo (needs `profile`),
+        asked once per sign-in."""
+        name = self.id_claims.get("preferred_username") or self._username
         if not name and self.signed_in:
-            name = self.userinfo().get("preferred_username")
+            info = self.userinfo()
+            # OIDC Core §5.3.2: a userinfo answer for another subject must not be used.
+            expected = self.id_claims.get("sub")
+            if expected is not None and info.get("sub") != expected:
+                raise SignInError("userinfo describes another user than the ID token")
+            name = self._username = info.get("preferred_username")
         return str(name) if name else None
 
     def _forget(self) -> None:
@@ -208,6 +221,7 @@ class AuthClient(DelegatedTokens):
             self._tokens = None
             self._exchanged.clear()
             self.id_claims = {}
+            self._username = None
 
     def sign_out(self) -> None:
         """Revoke the refresh token (RFC 7009 §2.1) and forget every token."""
