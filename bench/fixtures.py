@@ -19,7 +19,18 @@ from authserver.db import transaction
 from authserver.models import Grant, User, new_id, now
 from authserver.tokens import issue_refresh_token
 
-from .servers import CODE_FLOW_SCOPE, REDIRECT_URI, USERNAME, AuthServer
+from .servers import (
+    CODE_FLOW_SCOPE,
+    REDIRECT_URI,
+    RESOURCE,
+    USERNAME,
+    AuthServer,
+    ClientCredentials,
+)
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+EXCHANGE_SCOPE = "read"
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
@@ -89,6 +100,55 @@ def sign_in_with_consent(server: AuthServer, pkce: Pkce) -> str:
     if "code" not in parse_qs(urlsplit(location).query):
         raise RuntimeError(f"consent was not remembered: /authorize answered {location!r}")
     return f"{SESSION_COOKIE}={browser.cookies[SESSION_COOKIE]}"
+
+
+def _token(server: AuthServer, client: ClientCredentials, form: dict[str, str]) -> str:
+    answer = requests.post(
+        server.url + "/token",
+        data=form,
+        auth=(client.client_id, client.client_secret),
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
+
+
+def exchange_body(server: AuthServer) -> str:
+    """RFC 8693 request body, the same for every request (neither token is consumed):
+    the user's access token for the agent (from a refresh grant, as after sign-in) as
+    subject, the agent's client-credentials token as actor, the resource as audience."""
+    client = server.agent_client
+    assert server.runtime is not None and client is not None
+    runtime = server.runtime
+    with transaction(runtime.session_factory) as session:
+        user = session.scalars(select(User).where(User.username == USERNAME)).one()
+        moment = now()
+        grant = Grant(
+            id=new_id(),
+            user_id=user.id,
+            client_id=client.client_id,
+            scope=EXCHANGE_SCOPE,
+            resources=[],
+            auth_time=moment,
+            expires_at=moment + runtime.settings.refresh_token_ttl,
+        )
+        session.add(grant)
+        refresh = issue_refresh_token(
+            session, grant, client.client_id, EXCHANGE_SCOPE, runtime.settings.refresh_token_ttl
+        )
+    subject = _token(server, client, {"grant_type": "refresh_token", "refresh_token": refresh})
+    actor = _token(server, client, {"grant_type": "client_credentials", "scope": EXCHANGE_SCOPE})
+    return urlencode(
+        {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "actor_token": actor,
+            "actor_token_type": ACCESS_TOKEN_TYPE,
+            "audience": RESOURCE,
+            "scope": EXCHANGE_SCOPE,
+        }
+    )
 
 
 def mint_refresh_tokens(server: AuthServer, count: int, path: Path) -> None:

@@ -89,6 +89,13 @@ def client_credentials(url: str, client: ClientCredentials, load: Load, pid: int
     return _figures(run_wrk("wrk_post.lua", url + "/token", load, env, pid))
 
 
+def token_exchange(
+    url: str, client: ClientCredentials, body: str, load: Load, pid: int
+) -> dict[str, Any]:
+    env = {"WRK_BODY": body, "WRK_AUTH": client.basic}
+    return _figures(run_wrk("wrk_post.lua", url + "/token", load, env, pid))
+
+
 def refresh(
     url: str, client: ClientCredentials, tokens: Path, load: Load, pid: int
 ) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from bench.harness import (  # noqa: E402
 )
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SCENARIOS = ("client_credentials", "refresh", "code_flow")
+SCENARIOS = ("client_credentials", "refresh", "code_flow", "token_exchange")
 # Refresh pool per round: the same round's client-credentials rate (an upper bound for
 # refresh, which does strictly more work) times the duration, with room to spare.
 REFRESH_POOL_MARGIN = 1.5
@@ -59,11 +59,22 @@ class Target:
         self.cookie = cookie
         self.rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SCENARIOS}
         self.pool = 0
+        self.exchange_body = fixtures.exchange_body(server)
 
     def client_credentials(self, load: loadgen.Load) -> dict[str, Any]:
         assert self.server.machine_client is not None
         return loadgen.client_credentials(
             self.server.url, self.server.machine_client, load, servers.worker_pid(self.server)
+        )
+
+    def token_exchange(self, load: loadgen.Load) -> dict[str, Any]:
+        assert self.server.agent_client is not None
+        return loadgen.token_exchange(
+            self.server.url,
+            self.server.agent_client,
+            self.exchange_body,
+            load,
+            servers.worker_pid(self.server),
         )
 
     def refresh(self, load: loadgen.Load, expected_rps: float) -> dict[str, Any]:
@@ -227,6 +238,8 @@ def _round(
         results[name]["refresh"] = target.refresh(load, expected)
     for name, target in targets.items():
         results[name]["code_flow"] = target.code_flow(load)
+    for name, target in targets.items():
+        results[name]["token_exchange"] = target.token_exchange(load)
     return results
 
 
@@ -301,7 +314,8 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
         output["broker_verify"] = broker
     output["load"] = {
         "tool": "wrk (Debian), pinned to the load core",
-        "static": f"-t1 -c{loadgen.CONNECTIONS} -d{seconds}s (client_credentials, refresh, peer)",
+        "static": f"-t1 -c{loadgen.CONNECTIONS} -d{seconds}s "
+        "(client_credentials, refresh, token_exchange, peer)",
         "code_flow": f"-t{loadgen.CONNECTIONS} -c{loadgen.CONNECTIONS} -d{seconds}s "
         "(one connection per Lua state, GET /authorize then POST /token)",
         "rounds": rounds,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from authserver.admin import create_client, create_resource, create_user
+from authserver.admin import TOKEN_EXCHANGE, create_client, create_resource, create_user
 from authserver.db import transaction
 from authserver.runtime import Runtime, build_runtime
 from authserver.settings import check_settings, load_settings
@@ -65,6 +65,7 @@ class AuthServer:
     env: dict[str, str] = field(default_factory=dict)
     machine_client: ClientCredentials | None = None
     web_client: ClientCredentials | None = None
+    agent_client: ClientCredentials | None = None
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     runtime: Runtime | None = None
     process: subprocess.Popen[Any] | None = None
@@ -157,9 +158,26 @@ def finish_prepare(server: AuthServer, cleanup: Cleanup, init: subprocess.Popen[
             grant_types=["authorization_code", "refresh_token"],
             scope="openid profile email",
         )
+        # An agent that signs users in and exchanges their tokens for the resource (RFC 8693).
+        agent = create_client(
+            session,
+            name="Bench agent",
+            client_id="bench-agent",
+            redirect_uris=[REDIRECT_URI],
+            grant_types=[
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                TOKEN_EXCHANGE,
+            ],
+            scope=" ".join(RESOURCE_SCOPES),
+            may_delegate=True,
+            allowed_audiences=[RESOURCE],
+        )
         create_user(session, runtime.passwords, USERNAME, server.password, name="Bench User")
     server.machine_client = ClientCredentials("bench-client", machine.client_secret or "")
     server.web_client = ClientCredentials("bench-web", web.client_secret or "")
+    server.agent_client = ClientCredentials("bench-agent", agent.client_secret or "")
 
 
 def prepare(server: AuthServer, cleanup: Cleanup) -> None:
