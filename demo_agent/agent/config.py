@@ -1,7 +1,8 @@
 """The agent's settings, from DEMO_* environment variables with the demo's defaults.
 
 `authserver demo` passes DEMO_ISSUER, DEMO_AGENT_CLIENT_ID, DEMO_AGENT_CLIENT_SECRET
-(required: there is no safe default for a secret), DEMO_AGENT_REDIRECT_URI,
+(required, or DEMO_AGENT_CLIENT_SECRET_FILE: there is no safe default for a secret),
+DEMO_AGENT_REDIRECT_URI,
 DEMO_BROKER_URL and DEMO_CALENDAR_URL. DEMO_USERNAME is the CIBA `login_hint`
 (default: the signed-in user's preferred_username). OPENAI_BASE_URL, OPENAI_MODEL
 and OPENAI_API_KEY together turn on the LLM planner.
@@ -33,6 +34,27 @@ class ConfigError(ValueError):
     """A required setting is missing; the message names it."""
 
 
+def _client_secret(env: Mapping[str, str]) -> str:
+    """DEMO_AGENT_CLIENT_SECRET, or the first line of the file DEMO_AGENT_CLIENT_SECRET_FILE
+    (a container secret: the value then never appears in the environment)."""
+    secret = (env.get("DEMO_AGENT_CLIENT_SECRET") or "").strip()
+    path = (env.get("DEMO_AGENT_CLIENT_SECRET_FILE") or "").strip()
+    if not secret and path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                secret = handle.readline().strip()
+        except OSError as error:
+            raise ConfigError(
+                f"DEMO_AGENT_CLIENT_SECRET_FILE cannot be read: {error.strerror}"
+            ) from None
+    if not secret:
+        raise ConfigError(
+            "DEMO_AGENT_CLIENT_SECRET (or DEMO_AGENT_CLIENT_SECRET_FILE) is not set "
+            "(`authserver demo` passes it; `authserver demo --seed-only --json` prints it)"
+        )
+    return secret
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     issuer: str
@@ -50,12 +72,7 @@ class AgentConfig:
         def get(name: str) -> str:
             return (env.get(name) or DEFAULTS[name]).strip().rstrip("/")
 
-        secret = (env.get("DEMO_AGENT_CLIENT_SECRET") or "").strip()
-        if not secret:
-            raise ConfigError(
-                "DEMO_AGENT_CLIENT_SECRET is not set (`authserver demo` passes it; "
-                "`authserver demo --seed-only --json` prints it)"
-            )
+        secret = _client_secret(env)
         return cls(
             issuer=get("DEMO_ISSUER"),
             client_id=get("DEMO_AGENT_CLIENT_ID"),

@@ -255,3 +255,20 @@ def test_llm_is_used_only_with_all_three_settings():
     )
     with pytest.raises(ConfigError, match="DEMO_AGENT_CLIENT_SECRET"):
         AgentConfig.from_env({})
+
+
+def test_client_secret_can_come_from_a_file(tmp_path):
+    """DEMO_AGENT_CLIENT_SECRET_FILE (a container secret): first line, never in repr."""
+    secret_file = tmp_path / "agent_client_secret"
+    secret_file.write_text("file-secret-0123456789abcdef\n", encoding="utf-8")
+    config = AgentConfig.from_env({"DEMO_AGENT_CLIENT_SECRET_FILE": str(secret_file)})
+    assert config.client_secret == "file-secret-0123456789abcdef"
+    assert "file-secret" not in repr(config)
+    # The variable wins over the file when both are set.
+    both = {"DEMO_AGENT_CLIENT_SECRET": "v" * 20, "DEMO_AGENT_CLIENT_SECRET_FILE": str(secret_file)}
+    assert AgentConfig.from_env(both).client_secret == "v" * 20
+    with pytest.raises(ConfigError, match="cannot be read"):
+        AgentConfig.from_env({"DEMO_AGENT_CLIENT_SECRET_FILE": str(tmp_path / "missing")})
+    secret_file.write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not set"):
+        AgentConfig.from_env({"DEMO_AGENT_CLIENT_SECRET_FILE": str(secret_file)})
