@@ -6,6 +6,8 @@ Failed sign-ins are throttled per username and per address (HTTP 429 with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,6 +46,20 @@ def _find_user(username: str) -> User | None:
     )
 
 
+def _attempted_name(username: str, user: User | None) -> dict[str, str]:
+    """What a sign-in audit row says about the name typed: the account's username when it
+    names one, otherwise only a keyed fingerprint. People type their password into the
+    username field; an unknown name must not reach the log as typed. The fingerprint
+    still lets an operator see one name being tried many times, and the key (the session
+    secret, never in the database) stops a dictionary attack on the rows."""
+    if user is not None:
+        return {"username": user.username}
+    key = context.runtime().settings.secret_key.encode("utf-8")
+    typed = username.strip().lower().encode("utf-8")
+    tag = hmac.new(key, b"audit-username:" + typed, hashlib.sha256).hexdigest()[:16]
+    return {"unknown_username_hmac": tag}
+
+
 def _login_form_error(message: str, status: int, next_url: str, username: str = "") -> Any:
     page = render_template("login.html", next=next_url, error=message, username=username)
     return page, status
@@ -62,7 +78,13 @@ def login_submit() -> Any:
     throttle = login_throttle()
     retry_after = throttle.retry_after(username, address)
     if retry_after is not None:
-        context.record("login", "throttled", details={"username": username[:64]})
+        known = _find_user(username)
+        context.record(
+            "login",
+            "throttled",
+            user_id=known.id if known else None,
+            details=_attempted_name(username, known),
+        )
         context.commit()
         page = _login_form_error(
             "Too many failed attempts. Try again later.", 429, next_url, username
@@ -77,7 +99,7 @@ def login_submit() -> Any:
             "login",
             "failure",
             user_id=user.id if user else None,
-            details={"username": username[:64]},
+            details=_attempted_name(username, user),
         )
         context.commit()
         return _login_form_error(GENERIC_FAILURE, 401, next_url, username)

@@ -296,12 +296,19 @@ def test_every_attempt_is_audited_without_the_password(app, client, alice):
     assert outcomes[-1] == "throttled"
     assert set(outcomes) == {"success", "failure", "throttled"}
     assert events[0].user_id == alice.id and events[1].user_id == alice.id
-    assert events[2].user_id is None and events[2].details.get("username") == "ghost"
+    assert events[1].details == {"username": "alice"}
+    # An unknown name is never stored as typed (it may be a password typed in the wrong
+    # field): only a keyed fingerprint, the same for the same name.
+    assert events[2].user_id is None and set(events[2].details) == {"unknown_username_hmac"}
+    assert re.fullmatch(r"[0-9a-f]{16}", events[2].details["unknown_username_hmac"])
+    assert attempt(app.test_client(), "Ghost ", secret_wrong).status_code == 429
+    assert audit_events(app, "login")[-1].details == events[2].details
     for event in rows(app, AuditEvent):
         dumped = json.dumps(
             {column: str(getattr(event, column)) for column in AuditEvent.__table__.columns.keys()}
         )
         assert DEFAULT_PASSWORD not in dumped and secret_wrong not in dumped, dumped
+        assert "ghost" not in dumped.lower(), dumped
 
 
 def test_missing_fields_are_refused_without_counting(app, client, alice):
