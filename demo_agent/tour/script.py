@@ -9,73 +9,21 @@ an end-to-end test of the product.
 from __future__ import annotations
 
 import os
-import queue
-import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 from demo_agent.agent.chat import Agent, Console
-from demo_agent.agent.config import AgentConfig
 from demo_agent.agent.planner import RulePlanner
 from demo_agent.agent.tools import Toolbox
 from demo_agent.sdk import AuthClient
 
 from .narrator import Narrator
-from .user import Credentials, SimulatedUser, TourError
-
-APPROVAL_CODE = re.compile(r"approve the request showing (\S+)")
-CONNECT_LINK = re.compile(r"Connect your calendar first: (\S+)")
-WAIT_SECONDS = 90.0
-
-
-@dataclass(frozen=True)
-class TourSettings:
-    agent: AgentConfig
-    user: Credentials
-    calendar_user: Credentials
-    browser: str | None = None
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> TourSettings:
-        return cls(
-            agent=AgentConfig.from_env(env),
-            user=Credentials(
-                env.get("DEMO_TOUR_USERNAME", "alice"), env.get("DEMO_TOUR_PASSWORD", "")
-            ),
-            calendar_user=Credentials(
-                env.get("DEMO_TOUR_CALENDAR_USERNAME", "alice"),
-                env.get("DEMO_TOUR_CALENDAR_PASSWORD", ""),
-            ),
-            browser=env.get("DEMO_TOUR_BROWSER") or None,
-        )
-
-
-class AgentLines:
-    """The agent's printed lines, watched for what a person would read off the screen."""
-
-    def __init__(self) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-
-    def feed(self, line: str) -> None:
-        self.lines.put(line)
-
-    def wait_for(self, pattern: re.Pattern[str], timeout: float = WAIT_SECONDS) -> str:
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise TourError(f"the agent never printed {pattern.pattern!r}") from None
-            found = pattern.search(line)
-            if found:
-                return found.group(1)
-
-    def drain(self) -> None:
-        while not self.lines.empty():
-            self.lines.get_nowait()
+from .screen import APPROVAL_CODE, CONNECT_LINK, WAIT_SECONDS, AgentLines
+from .settings import TourSettings
+from .user import SimulatedUser, TourError
 
 
 class Tour:
@@ -277,7 +225,7 @@ class Tour:
         self.client.close()
 
 
-def main(env: dict[str, str] | None = None, out: Callable[[str], None] = print) -> int:
+def main(env: Mapping[str, str] | None = None, out: Callable[[str], None] = print) -> int:
     settings = TourSettings.from_env(os.environ if env is None else env)
     started = time.monotonic()
     tour = Tour(settings, out)
