@@ -1,0 +1,67 @@
+"""The tour's own pieces: what it prints must never carry a credential, and the simulated
+person must read the approval page the way a person does (by the code shown)."""
+
+from __future__ import annotations
+
+from demo_agent.sdk import Redactor
+from demo_agent.sdk.masking import fingerprint
+from demo_agent.tour.narrator import Narrator
+from demo_agent.tour.pages import approval_cards, forms
+from demo_agent.tour.user import shown_form, shown_url
+
+CARD = """
+<article class="approval" id="req-abc-1">
+  <h2><span class="agent-name">Demo Agent</span></h2>
+  <div class="binding"><p class="binding-message" aria-labelledby="x">NET-1234</p></div>
+  <div class="approval-detail"><p class="summary">buy 10 NET at no more than 120.00 USD</p></div>
+  <form method="post" action="/approvals/abc-1" class="decide-form">
+    <input type="hidden" name="csrf_token" value="csrf-value">
+    <input name="password" type="password">
+    <button type="submit" name="decision" value="approve">Approve</button>
+  </form>
+</article>
+<article class="approval" id="req-abc-2">
+  <p class="binding-message">&lt;b&gt;NET-9999&lt;/b&gt;</p>
+  <form method="post" action="/approvals/abc-2">
+    <input type="hidden" name="csrf_token" value="c2">
+  </form>
+</article>
+"""
+
+
+def test_cards_are_read_with_their_code_summary_and_form():
+    first, second = approval_cards(CARD)
+    assert (first.request_id, first.binding_message) == ("abc-1", "NET-1234")
+    assert first.summaries == ["buy 10 NET at no more than 120.00 USD"]
+    assert first.form is not None and first.form.action == "/approvals/abc-1"
+    assert first.form.fields == {"csrf_token": "csrf-value"}
+    assert {"password", "decision"} <= first.form.names
+    # Escaped markup is text: the code a person would read, not a tag.
+    assert second.binding_message == "<b>NET-9999</b>"
+
+
+def test_forms_outside_cards_are_found():
+    page = '<form method="post" action="/login"><input type="hidden" name="next" value="/x">'
+    page += '<input name="username"><input name="password" type="password"></form>'
+    (login,) = forms(page)
+    assert login.method == "post" and {"username", "password"} <= login.names
+
+
+def test_printed_urls_and_forms_mask_codes_and_passwords():
+    code = "SplxlOBeZQQYbYS6WxSbIA-very-secret-code"
+    url = shown_url(f"http://127.0.0.1:8765/callback?code={code}&state=abc&iss=http://x")
+    assert code not in url and f"sha256:{fingerprint(code)}" in url
+    assert "state=abc" in url
+    form = shown_form([("csrf_token", "csrf-secret-value"), ("password", "hunter2-pass")])
+    assert "hunter2-pass" not in form and "csrf-secret-value" not in form
+
+
+def test_the_narrator_scrubs_known_secrets_and_any_jwt():
+    printed: list[str] = []
+    redactor = Redactor()
+    redactor.add("refresh-token-value-0123456789")
+    narrator = Narrator(redactor, printed.append)
+    jwt_like = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"
+    narrator.line(f"leak? refresh-token-value-0123456789 and {jwt_like}")
+    assert "refresh-token-value-0123456789" not in printed[0]
+    assert jwt_like not in printed[0] and printed[0].count("<redacted sha256:") == 2
