@@ -1,4 +1,4 @@
-"""Connected accounts: linking, serving short-lived upstream tokens, disconnecting.
+"""Connected accounts: linking and serving short-lived upstream tokens.
 
 Serving a federated access token:
 
@@ -22,12 +22,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import upstream
 from vault.envelope import associated_data, seal, unseal
-from vault.errors import ConnectionRequired, DecryptionError, UpstreamError
+from vault.errors import ConnectionRequired, UpstreamError
 from vault.keyring import KeyRing
 from vault.models import ACTIVE, NEEDS_RECONNECT, ConnectedAccount, Connection
 
@@ -286,38 +286,3 @@ def _failed(vault: Vault, account_id: str, lease: str, error: UpstreamError) -> 
             .where(ConnectedAccount.id == account_id, ConnectedAccount.refresh_lease == lease)
             .values(**values)
         )
-
-
-def disconnect(vault: Vault, connection: Connection, user_id: str) -> bool:
-    """Revoke upstream (RFC 7009 where offered), then delete the ciphertext. False if none."""
-    with vault.read_factory() as session:
-        account = find_account(session, user_id, connection.name)
-        if account is None:
-            return False
-        try:
-            refresh_token = unseal(
-                vault.keyring, account.refresh_token_sealed, account_aad(account, "refresh_token")
-            ).decode()
-            client = upstream_client(vault.keyring, connection)
-        except DecryptionError:
-            client = None  # nothing usable to revoke; the user still gets the account removed
-    if client is not None:
-        upstream.revoke(client, refresh_token, "refresh_token", vault.timeout)
-    with vault.factory.begin() as session:
-        session.execute(delete(ConnectedAccount).where(ConnectedAccount.id == account.id))
-    return True
-
-
-def purge_unused(session: Session, unused_since: float) -> int:
-    """Delete accounts not used since `unused_since` (epoch seconds); returns how many."""
-    stale = select(ConnectedAccount.id).where(
-        or_(
-            ConnectedAccount.last_used_at < unused_since,
-            (ConnectedAccount.last_used_at.is_(None))
-            & (ConnectedAccount.created_at < unused_since),
-        )
-    )
-    ids = list(session.scalars(stale))
-    if ids:
-        session.execute(delete(ConnectedAccount).where(ConnectedAccount.id.in_(ids)))
-    return len(ids)

@@ -52,7 +52,10 @@ def rotate_kek(as_json: bool) -> None:
     only after this reports nothing left under it.
     """
     runtime = load_runtime()
+    audit_key = runtime.audit_key  # loaded first: SQLite allows one write transaction at a time
     report = rewrap_all(runtime.session_factory, runtime.keyring)
+    with transaction(runtime.session_factory) as session:
+        session.add(make_row(audit_key, AuditEntry("vault.kek_rotated", details=dict(report))))
     emit(
         report,
         as_json,
@@ -74,4 +77,9 @@ def vault_purge(unused_days: int | None, as_json: bool) -> None:
     runtime = load_runtime()
     days = unused_days or runtime.settings.vault_unused_days
     report = purge(runtime, days)
-    emit(report, as_json, f"purged {report['accounts']} accounts unused for {days} days")
+    emit(
+        report,
+        as_json,
+        f"purged {report['accounts']} accounts unused for {days} days "
+        f"({report['revoked_upstream']} revoked upstream)",
+    )

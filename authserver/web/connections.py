@@ -15,9 +15,10 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from vault import connect, upstream
-from vault.accounts import disconnect, store_account, upstream_client
+from vault.accounts import store_account, upstream_client
 from vault.errors import ConnectFailed, UpstreamError, VaultError
 from vault.models import ConnectedAccount, Connection
+from vault.retirement import disconnect
 
 from ..oauth.scopes import scope_list
 from . import context

@@ -231,6 +231,38 @@ def _disconnect(http: requests.Session, url: str, with_csrf: bool = True) -> req
     )
 
 
+def test_purging_an_unused_account_revokes_it_upstream_first(scene):
+    """DESIGN token vault: accounts unused for the period are purged. The provider's grant
+    must not outlive our copy: the refresh token is revoked upstream (RFC 7009) before the
+    row goes, and each purge is an audit row naming the person and the connection."""
+    from authserver.housekeeping import DAY, purge
+
+    scene.connect("alice")
+    scene.connect("bob")
+    subject = scene.subject_token("alice")
+    scene.federated(subject)  # alice's account is used now; bob's was never used
+    refresh_token = scene.stored_refresh_token("alice")
+    long_ago = int(time.time() - 100 * DAY)
+    with transaction(scene.server.runtime.session_factory) as session:
+        session.execute(
+            update(ConnectedAccount)
+            .where(ConnectedAccount.user_id == scene.user_ids["alice"])
+            .values(last_used_at=long_ago, created_at=long_ago)
+        )
+    before = scene.calendar.stats()
+
+    report = purge(scene.server.runtime, 90)
+
+    assert report["accounts"] == 1 and report["revoked_upstream"] == 1
+    assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
+    assert scene.account("alice") is None and scene.account("bob") is not None
+    revoked = calendar_refresh(scene.calendar.url, refresh_token)
+    assert revoked.status_code == 400 and revoked.json()["error"] == "invalid_grant"
+    [event] = scene.events("vault.purged")
+    assert event.user_id == scene.user_ids["alice"]
+    assert event.details == {"connection": "calendar", "unused_days": 90, "revoked_upstream": True}
+
+
 def test_disconnect_revokes_upstream_and_deletes_the_account(scene, monkeypatch):
     """DESIGN token vault: disconnect revokes upstream (RFC 7009 §2.1: revoking the refresh
     token also invalidates its access tokens) and deletes the ciphertext."""

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 
 from authserver import rotation
 from authserver.db import transaction
+from authserver.models import AuditEvent
 from tests.support.apps import build_test_app
 from tests.support.flows import csrf_token
 from tests.support.live import free_port, isolated_database, run_cli, server_env
@@ -227,6 +228,11 @@ def test_rotate_kek_cli_with_a_key_ring_file(migrated_database, tmp_path):
         assert report["rewrapped"] > 0
         factory = scene.app.extensions["authserver"].session_factory  # outlives restarts
         assert set(_versions(factory)) == {2}
+        with factory() as session:  # an operator's key change is on the audit record
+            [event] = session.scalars(
+                select(AuditEvent).where(AuditEvent.event == "vault.kek_rotated")
+            )
+        assert event.details == report
 
         again = run_cli(["vault", "rotate-kek", "--json"], env, workdir)
         assert again.returncode == 0, again.stderr
