@@ -194,6 +194,10 @@ def add_detail_type(session: Session, resource: ResourceServer, spec: dict[str, 
     rendering = spec.get("rendering") or {}
     if not isinstance(rendering, dict):
         raise AdminError(f"type {name!r}: rendering must be an object")
+    try:
+        rar.check_rendering(rendering)
+    except ValueError as error:
+        raise AdminError(f"type {name!r}: {error}") from None
     session.add(
         AuthorizationDetailType(
             type=name,

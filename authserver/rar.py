@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import AuthorizationDetailType, ResourceServer
+from .registry import ResourceSnapshot
 
 MAX_PARAMETER_LENGTH = 16 * 1024
 MAX_ENTRIES = 10
@@ -33,7 +34,7 @@ class InvalidDetails(ValueError):
 @dataclass(frozen=True)
 class ValidatedDetails:
     entries: list[dict[str, Any]]
-    resources: list[ResourceServer]  # the resource servers that registered the types used
+    resources: list[ResourceSnapshot]  # the resource servers that registered the types used
 
 
 def _describe(message: str) -> str:
@@ -73,7 +74,7 @@ def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetail
             )
         )
     }
-    resources: dict[str, ResourceServer] = {}
+    resources: dict[str, ResourceSnapshot] = {}
     for index, entry in enumerate(entries):
         registered = types.get(entry["type"])
         if registered is None:
@@ -87,7 +88,7 @@ def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetail
             )
         server = session.get(ResourceServer, registered.resource_server_id)
         if server is not None:
-            resources[server.id] = server
+            resources[server.id] = ResourceSnapshot.of(server)
     return ValidatedDetails(entries, list(resources.values()))
 
 
@@ -116,7 +117,7 @@ def _render_entry(
         for field in fields
         if field["name"] in entry
     ]
-    summary = rendering.get("summary")
+    summary = _summary_template(rendering.get("summary"), entry)
     if summary:
         summary = PLACEHOLDER.sub(
             lambda m: _format(entry.get(m.group(1), ""), formats.get(m.group(1))), summary
@@ -127,6 +128,44 @@ def _render_entry(
         "summary": summary,
         "rendered": pairs,
     }
+
+
+def _summary_template(summary: Any, entry: dict[str, Any]) -> str | None:
+    """The summary line's template for this entry.
+
+    A plain string serves every entry. An object {"by": field, "cases": {value: template}}
+    picks the template by one field's value, because the same words can mean opposite
+    things: a buy's limit is a ceiling, a sell's a floor. A value without a case gets no
+    summary line (the labelled fields are still shown), never another case's wording.
+    """
+    if isinstance(summary, str):
+        return summary
+    if isinstance(summary, dict):
+        chosen = summary["cases"].get(str(entry.get(summary["by"], "")))
+        return chosen if isinstance(chosen, str) else None
+    return None
+
+
+def check_rendering(rendering: dict[str, Any]) -> None:
+    """For registration: refuse a rendering the approval page could not show faithfully."""
+    fields = rendering.get("fields", [])
+    if not isinstance(fields, list) or not all(
+        isinstance(field, dict) and isinstance(field.get("name"), str) for field in fields
+    ):
+        raise ValueError("rendering.fields must be a list of objects with a string 'name'")
+    summary = rendering.get("summary")
+    if summary is None or isinstance(summary, str):
+        return
+    cases = summary.get("cases") if isinstance(summary, dict) else None
+    if (
+        not isinstance(summary, dict)
+        or not isinstance(summary.get("by"), str)
+        or not isinstance(cases, dict)
+        or not all(isinstance(template, str) for template in cases.values())
+    ):
+        raise ValueError(
+            'rendering.summary must be a string or {"by": field, "cases": {value: string}}'
+        )
 
 
 def supported_types(session: Session) -> list[str]:

@@ -19,6 +19,7 @@ from .db import make_engine, make_read_session_factory, make_session_factory, tr
 from .keys import SigningKeys
 from .notify import Dispatcher
 from .passwords import Passwords
+from .registry import Registry
 from .settings import Settings
 from .tokens import TokenMinter
 
@@ -35,6 +36,7 @@ class Runtime:
     minter: TokenMinter
     passwords: Passwords
     read_session_factory: sessionmaker[Session]
+    registry: Registry
     _audit_key: bytes | None = None
     _linker: audit.AuditLinker | None = None
     _dispatcher: Dispatcher | None = None
@@ -83,7 +85,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     factory = make_session_factory(engine)
     keyring = KeyRing.parse(settings.vault_keys)
     read_factory = make_read_session_factory(engine)
@@ -97,4 +99,5 @@ def build_runtime(settings: Settings) -> Runtime:
         minter=TokenMinter(settings, signing_keys),
         passwords=Passwords(settings),
         read_session_factory=read_factory,
+        registry=Registry(settings.client_cache_ttl),
     )

@@ -8,6 +8,7 @@ them (an http issuer outside loopback, the dev session secret, a missing key rin
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -47,6 +48,12 @@ class Settings:
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
     audit_link_interval: float = 1.0
+    # Seconds a process may answer from its snapshot of a client or resource-server
+    # registration (authserver/registry.py); 0 reads the database on every request.
+    client_cache_ttl: float = 5.0
+    # SQLite only: FULL makes every commit durable against power loss; NORMAL is faster
+    # and durable against process crashes only (authserver/db.py says what is at stake).
+    sqlite_synchronous: str = "FULL"
     # Reverse proxies in front that set X-Forwarded-*; 0 trusts none.
     proxy_hops: int = 0
     # CIBA: default and longest request lifetime, and the minimum polling interval.
@@ -115,9 +122,21 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{PREFIX}{name} must be a number") from None
+    # nan and inf would pass every later comparison in surprising ways (a timeout that never ends).
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{PREFIX}{name} must be a finite number, not negative")
+    return value
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A duration that must be above zero (a zero timeout or poll interval cannot work)."""
+    value = _float(environ, name, default)
+    if value == 0:
+        raise SettingsError(f"{PREFIX}{name} must be above 0")
+    return value
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +183,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             environ, "APPROVAL_WEBHOOK_SECRET", instance / "approval_webhook_secret"
         )[0],
         audit_link_interval=_float(environ, "AUDIT_LINK_INTERVAL", 1.0),
+        client_cache_ttl=_float(environ, "CLIENT_CACHE_TTL", 5.0),
+        sqlite_synchronous=(_env(environ, "SQLITE_SYNCHRONOUS") or "FULL").upper(),
+        notification_timeout=_seconds(environ, "NOTIFICATION_TIMEOUT", 5.0),
+        notification_poll_interval=_seconds(environ, "NOTIFICATION_POLL_INTERVAL", 1.0),
+        approval_stream_poll_interval=_seconds(environ, "APPROVAL_STREAM_POLL_INTERVAL", 0.1),
+        upstream_timeout=_seconds(environ, "UPSTREAM_TIMEOUT", 10.0),
         dev_defaults_used=tuple(dev_defaults),
     )
     return settings
@@ -180,6 +205,8 @@ def check_settings(settings: Settings) -> Settings:
     settings = replace(settings, issuer=settings.issuer.rstrip("/"))
     if settings.env not in ("development", "production"):
         raise SettingsError(f"{PREFIX}ENV must be 'development' or 'production'")
+    if settings.sqlite_synchronous not in ("FULL", "NORMAL"):
+        raise SettingsError(f"{PREFIX}SQLITE_SYNCHRONOUS must be FULL or NORMAL")
     parts = urlsplit(settings.issuer)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         raise SettingsError(f"{PREFIX}ISSUER must be an absolute http(s) URL without query")

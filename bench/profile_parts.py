@@ -184,10 +184,14 @@ def components(server: servers.AuthServer, iterations: int) -> dict[str, Any]:
 
 
 class _CoreAdder:
-    """Stands in for the session in `TokenMinter.access_token`: `add` becomes a Core INSERT."""
+    """Stands in for the session in `TokenMinter.access_token`: `add` becomes a Core INSERT.
+    (The minter now inserts with Core itself; everything else goes to the real session.)"""
 
     def __init__(self, session: Any) -> None:
         self.session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
 
     def add(self, row: Any) -> None:
         from sqlalchemy import insert
@@ -227,15 +231,16 @@ def _what_if_patches(app: Any) -> dict[str, list[Any]]:
 
     authorization_server: oauth_server.AuthorizationServer = app.extensions["oauth_server"]
     client_auth = authorization_server._client_auth
+    # The app now caches snapshots itself (authserver/registry.py): nothing to detach.
     query_client = _ttl_cached(
         client_auth.query_client,
         key=lambda client_id: client_id,
-        detach=lambda args, client: context.db().expunge(client.model),
+        detach=lambda args, client: None,
     )
     resolve = _ttl_cached(
         client_credentials.resolve_resources,
-        key=lambda session, values: tuple(values),
-        detach=lambda args, found: [args[0].expunge(item) for item in found],
+        key=lambda lookup, values: tuple(values),
+        detach=lambda args, found: None,
     )
     original_access_token = TokenMinter.access_token
 

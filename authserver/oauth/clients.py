@@ -6,12 +6,13 @@ registered with a loopback IP redirect may use any port (RFC 8252 §7.3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
 from ..credentials import matches_digest
-from ..models import Client
+from ..registry import ClientSnapshot
 
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 # Endpoints other than /token at which a public client may identify itself by id only.
@@ -38,9 +39,17 @@ def loopback_match(registered: str, requested: str) -> bool:
 
 
 class OAuthClient(ClientMixin):
-    def __init__(self, model: Client) -> None:
+    """A client registration (a snapshot, see `authserver.registry`) as Authlib sees it.
+
+    `reload` reads the registration from the database again, past the cache.
+    """
+
+    def __init__(
+        self, model: ClientSnapshot, reload: Callable[[], ClientSnapshot | None] | None = None
+    ) -> None:
         self.model = model
         self.client_id = model.client_id
+        self._reload = reload
 
     def get_client_id(self) -> str:
         return self.model.client_id
@@ -61,7 +70,15 @@ class OAuthClient(ClientMixin):
         return self.model.is_public and any(loopback_match(uri, redirect_uri) for uri in registered)
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return matches_digest(client_secret, self.model.secret_hash)
+        if matches_digest(client_secret, self.model.secret_hash):
+            return True
+        # Never refuse on a cached row: the secret may have been rotated in another process
+        # within the cache TTL. Costs one query per refusal, as every request did before.
+        fresh = self._reload() if self._reload is not None else None
+        if fresh is None:
+            return False
+        self.model = fresh
+        return matches_digest(client_secret, fresh.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.model.is_public:

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..models import AccessTokenRecord, Client, Grant, ResourceServer, User, now
+from ..models import AccessTokenRecord, Client, Grant, User, now
+from ..registry import ClientSnapshot, ResourceSnapshot
 from ..settings import Settings
 from ..tokens import AccessTokenSpec, issue_refresh_token
 from .scopes import audience_for, narrow_to_resources, scope_list
@@ -21,10 +22,10 @@ from .scopes import audience_for, narrow_to_resources, scope_list
 def access_token_spec(
     settings: Settings,
     *,
-    client: Client,
+    client: Client | ClientSnapshot,
     subject: str,
     scope: str,
-    resources: list[ResourceServer],
+    resources: list[ResourceSnapshot],
     grant: Grant | None,
     ttl: int | None = None,
     auth_time: int | None = None,
@@ -60,10 +61,10 @@ def issue_from_grant(
     server: Any,
     *,
     grant: Grant,
-    client: Client,
+    client: Client | ClientSnapshot,
     user: User,
     scope: str,
-    resources: list[ResourceServer],
+    resources: list[ResourceSnapshot],
     with_refresh_token: bool,
     refresh_scope: str | None = None,
 ) -> dict[str, Any]:
@@ -96,10 +97,10 @@ def issue_from_grant(
 def issue_for_new_grant(
     server: Any,
     *,
-    client: Client,
+    client: Client | ClientSnapshot,
     user: User,
     scope: str,
-    resources: list[ResourceServer],
+    resources: list[ResourceSnapshot],
     authorization_details: list[dict[str, Any]] | None,
     auth_time: int | None,
 ) -> tuple[dict[str, Any], Grant]:
@@ -140,3 +141,24 @@ def revoke_grant(session: Session, grant_id: str, reason: str) -> None:
         .where(AccessTokenRecord.grant_id == grant_id, AccessTokenRecord.revoked_at.is_(None))
         .values(revoked_at=moment)
     )
+
+
+def revoke_reused_family(server: Any, grant: Grant | None) -> None:
+    """RFC 9700 §4.14.2: a retired refresh token presented again means the family leaked.
+
+    Revoke the whole grant (the legitimate holder's newest tokens too), audit it, and
+    commit at once: the request that revealed the reuse is answered with an error, and
+    the revocation must outlive that error's rollback. Used by every grant that accepts
+    a refresh token (the refresh grant, and token exchange with a refresh-token subject).
+    """
+    if grant is None or grant.revoked_at is not None:
+        return
+    revoke_grant(server.db(), grant.id, "refresh_token_reused")
+    server.record(
+        "token.refresh_reused",
+        "refused",
+        user_id=grant.user_id,
+        client_id=grant.client_id,
+        details={"grant_id": grant.id, "action": "grant revoked"},
+    )
+    server.commit()

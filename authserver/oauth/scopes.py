@@ -8,12 +8,14 @@ scope narrowed to what that resource defines.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import ResourceServer
+from ..registry import ResourceSnapshot
 from .errors import InvalidTargetError
 
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -37,22 +39,32 @@ def _is_valid_resource_uri(value: str) -> bool:
     return bool(parts.scheme and parts.netloc) and not parts.fragment and "#" not in value
 
 
-def resolve_resources(session: Session, values: list[str]) -> list[ResourceServer]:
-    """The registered resource servers named by `resource` parameters, else invalid_target."""
+def resolve_resources(
+    lookup: Callable[[str], ResourceSnapshot | None],
+    values: list[str],
+    parameter: str = "resource",
+) -> list[ResourceSnapshot]:
+    """The registered resource servers named by `resource` parameters, else invalid_target.
+
+    `lookup` is the registry's (`AuthorizationServer.resource`, `Registry.resource`);
+    `parameter` is the name the client used, so the error names what it sent.
+    """
     if len(values) > MAX_RESOURCES:
-        raise InvalidTargetError(f"At most {MAX_RESOURCES} 'resource' values are accepted.")
-    found: list[ResourceServer] = []
+        raise InvalidTargetError(f"At most {MAX_RESOURCES} '{parameter}' values are accepted.")
+    found: list[ResourceSnapshot] = []
     for value in dict.fromkeys(values):
         if not _is_valid_resource_uri(value):
-            raise InvalidTargetError("Each 'resource' must be an absolute URI without fragment.")
-        server = session.scalar(select(ResourceServer).where(ResourceServer.identifier == value))
+            raise InvalidTargetError(
+                f"Each '{parameter}' must be an absolute URI without fragment."
+            )
+        server = lookup(value)
         if server is None:
-            raise InvalidTargetError("The 'resource' is not a registered resource server.")
+            raise InvalidTargetError(f"The '{parameter}' is not a registered resource server.")
         found.append(server)
     return found
 
 
-def narrow_to_resources(scopes: list[str], resources: list[ResourceServer]) -> list[str]:
+def narrow_to_resources(scopes: list[str], resources: Sequence[ResourceSnapshot]) -> list[str]:
     """Scopes meaningful at the given resources (all scopes when none is named)."""
     if not resources:
         return scopes
@@ -60,7 +72,7 @@ def narrow_to_resources(scopes: list[str], resources: list[ResourceServer]) -> l
     return [scope for scope in scopes if scope in offered]
 
 
-def audience_for(resources: list[ResourceServer], issuer: str) -> str | list[str]:
+def audience_for(resources: Sequence[ResourceSnapshot], issuer: str) -> str | list[str]:
     """RFC 9068 §3 `aud`: the resource(s), or this server (its userinfo) when none is named."""
     identifiers = [server.identifier for server in resources]
     if not identifiers:

@@ -14,7 +14,7 @@ from flask import Response
 from flask import request as flask_request
 from sqlalchemy.orm import Session
 
-from ..models import Client
+from ..registry import ResourceSnapshot
 from ..runtime import Runtime
 from .clients import OAuthClient
 from .requests import StrictOAuth2Request
@@ -51,8 +51,15 @@ class AuthorizationServer(_AuthorizationServer):
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
             return None
-        model = self.db().get(Client, client_id)
-        return OAuthClient(model) if model is not None else None
+        registry = self.runtime.registry
+        model = registry.client(self.db, client_id)
+        if model is None:
+            return None
+        return OAuthClient(model, reload=lambda: registry.fresh_client(self.db, client_id))
+
+    def resource(self, identifier: str) -> ResourceSnapshot | None:
+        """The registered resource server (RFC 8707) named `identifier`, if any."""
+        return self.runtime.registry.resource(self.db, identifier)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         """Authlib's lookup, except that a missing `response_type` is invalid_request (RFC 6749

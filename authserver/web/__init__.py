@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import context, inputs, pages, security
+from . import context, inputs, pages, security, sessions
 from .extensions import csrf, login_manager, oauth_server
 
 
@@ -17,6 +17,7 @@ def register(app: Flask) -> None:
     from .token import bp as token_bp
     from .userinfo import bp as userinfo_bp
 
+    sessions.init_app(app)
     context.init_app(app)
     inputs.init_app(app)
     login_manager.init_app(app)

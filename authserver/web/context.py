@@ -12,14 +12,18 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, g, request
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import AuditEntry
 from ..db import transaction
+from ..models import AuditEvent
 from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
+# Built once: SQLAlchemy memoises a statement's cache key, so reuse skips recomputing it.
+INSERT_AUDIT_ROWS = insert(AuditEvent.__table__)
 
 
 def runtime() -> Runtime:
@@ -63,7 +67,15 @@ def _pending_rows() -> list[Any]:
 def commit() -> None:
     """Commit the request's work together with its audit entries."""
     session = db()
-    session.add_all(_pending_rows())
+    entries: list[AuditEntry] = g.pop("audit_entries", [])
+    if entries:
+        # One INSERT in the request's transaction, as `add_all` + flush wrote, without the
+        # unit of work's bookkeeping (about a fifth of a token request's CPU). Insert order
+        # is entry order, the rows are unlinked (chain_seq NULL) as before: the linker
+        # chains them after commit exactly as it did ORM-added rows.
+        key = runtime().audit_key
+        values = [audit.row_values(key, entry) for entry in entries]
+        session.connection().execute(INSERT_AUDIT_ROWS, values)
     session.commit()
 
 

@@ -69,7 +69,10 @@ def _grant_type() -> str | None:
 
 
 def _run(handler: Any, event: str) -> Response:
-    error = _precheck()
+    return _answer(handler, event, _precheck())
+
+
+def _answer(handler: Any, event: str, error: InvalidRequestError | None) -> Response:
     if error is not None:
         return _refused(server().handle_error_response(None, error), event)
     response: Response = handler()
@@ -81,11 +84,11 @@ def _run(handler: Any, event: str) -> Response:
 
 @bp.post("/token")
 def token() -> Response:
+    error = _precheck()
     # After the prechecks, so a grant_type sent in the URL is reported as such.
-    if _precheck() is None and not request.form.get("grant_type"):
+    if error is None and not request.form.get("grant_type"):
         error = InvalidRequestError("Missing 'grant_type'.")
-        return _refused(server().handle_error_response(None, error), "token")
-    return _run(server().create_token_response, "token")
+    return _answer(server().create_token_response, "token", error)
 
 
 @bp.post("/introspect")

@@ -17,7 +17,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from authserver.admin import add_detail_type
+from authserver.admin import AdminError, add_detail_type
 from authserver.db import transaction
 from authserver.models import BackchannelRequest, Consent, ResourceServer
 from tests.support.db import count, issued_counts
@@ -167,6 +167,45 @@ def test_consent_page_renders_details_for_people(app, signed_in, rp):
     ]:
         assert f"<dt>{label}</dt><dd>{value}</dd>" in page, label
     assert "Broker" in page and BROKER in page
+
+
+def test_sell_summary_says_the_limit_is_a_floor(app, signed_in, rp):
+    """A sell's limit is the lowest acceptable price: the summary must not call it a ceiling
+    (the broker refuses a sell below it), or the person approves the opposite of what
+    the token allows."""
+    params = authorize_params(rp, authorization_details=json.dumps([trade(side="sell")]))
+    page = consent_page(signed_in, params)
+    assert "sell 10 NET at no less than 120.00 USD" in page
+    assert "no more than" not in page
+    assert "<dt>Action</dt><dd>sell</dd>" in page
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        7,
+        {"cases": {"buy": "buy {quantity}"}},
+        {"by": "side"},
+        {"by": "side", "cases": {"buy": 3}},
+        {"by": "side", "cases": ["buy {quantity}"]},
+    ],
+    ids=["number", "no_by", "no_cases", "case_not_text", "cases_not_object"],
+)
+def test_registration_refuses_a_summary_the_page_cannot_show(app, summary):
+    """A rendering is checked when the type is registered, not when a person is looking at
+    a broken approval page."""
+    spec = {
+        "type": "memo",
+        "schema": {"type": "object", "properties": {"type": {"const": "memo"}}},
+        "rendering": {"title": "Memo", "summary": summary},
+    }
+    runtime = app.extensions["authserver"]
+    with pytest.raises(AdminError, match="rendering.summary"):
+        with transaction(runtime.session_factory) as session:
+            resource = session.scalar(
+                select(ResourceServer).where(ResourceServer.identifier == BROKER)
+            )
+            add_detail_type(session, resource, spec)
 
 
 def test_consent_page_escapes_details(app, signed_in, rp):

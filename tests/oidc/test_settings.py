@@ -213,3 +213,64 @@ def test_unknown_environment_is_refused(instance):
     production deployment with development leniency)."""
     with pytest.raises(SettingsError, match="AUTHSERVER_ENV"):
         check_settings(load_settings(production_env(instance, AUTHSERVER_ENV="prod")))
+
+
+def _synchronous(engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+
+def test_sqlite_commits_are_durable_by_default(instance, tmp_path):
+    """AUTHSERVER_SQLITE_SYNCHRONOUS defaults to FULL (SQLite's 2): a committed token record or
+    audit row survives a power loss; NORMAL (1) is an explicit choice; anything else refused."""
+    from authserver.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'durable.db'}"
+    default = load_settings(production_env(instance, AUTHSERVER_DATABASE_URL=url))
+    assert check_settings(default).sqlite_synchronous == "FULL"
+    chosen = load_settings(
+        production_env(
+            instance, AUTHSERVER_DATABASE_URL=url, AUTHSERVER_SQLITE_SYNCHRONOUS="normal"
+        )
+    )
+    assert chosen.sqlite_synchronous == "NORMAL"
+    for settings, expected in ((default, 2), (chosen, 1)):
+        engine = make_engine(url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            assert _synchronous(engine) == expected
+        finally:
+            engine.dispose()
+    with pytest.raises(SettingsError, match="AUTHSERVER_SQLITE_SYNCHRONOUS"):
+        check_settings(load_settings(production_env(instance, AUTHSERVER_SQLITE_SYNCHRONOUS="OFF")))
+
+
+DURATION_SETTINGS = {
+    "NOTIFICATION_TIMEOUT": "notification_timeout",
+    "NOTIFICATION_POLL_INTERVAL": "notification_poll_interval",
+    "APPROVAL_STREAM_POLL_INTERVAL": "approval_stream_poll_interval",
+    "UPSTREAM_TIMEOUT": "upstream_timeout",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DURATION_SETTINGS))
+def test_durations_are_read_from_the_environment(instance, name):
+    """Timeouts and poll intervals are operator settings, not constants in the code."""
+    settings = load_settings(production_env(instance, **{f"AUTHSERVER_{name}": "2.5"}))
+    assert getattr(settings, DURATION_SETTINGS[name]) == 2.5
+
+
+@pytest.mark.parametrize("name", sorted(DURATION_SETTINGS))
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+def test_unusable_durations_are_refused(instance, name, value):
+    """A zero, negative or infinite timeout or poll interval cannot work (a busy loop, or a
+    call that never gives up): refused at startup, naming the variable."""
+    env = production_env(instance, **{f"AUTHSERVER_{name}": value})
+    with pytest.raises(SettingsError, match=f"AUTHSERVER_{name} must"):
+        load_settings(env)
+
+
+def test_negative_client_cache_ttl_is_refused(instance):
+    """0 turns the cache off; a negative value has no meaning and is refused."""
+    env = production_env(instance, AUTHSERVER_CLIENT_CACHE_TTL="-5")
+    with pytest.raises(SettingsError, match="AUTHSERVER_CLIENT_CACHE_TTL must"):
+        load_settings(env)

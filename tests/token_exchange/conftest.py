@@ -24,13 +24,20 @@ class Setup:
     tokens: dict[str, str]
 
 
-def make_agent(app, client_id="agent", may_delegate=True, audiences=(API,), **extra):
+def make_agent(
+    app,
+    client_id="agent",
+    may_delegate=True,
+    audiences=(API,),
+    scope="portfolio:read trade",
+    **extra,
+):
     return make_client(
         app,
         client_id,
         grant_types=["client_credentials", TOKEN_EXCHANGE],
         redirect_uris=[],
-        scope="portfolio:read trade",
+        scope=scope,
         may_delegate=may_delegate,
         allowed_audiences=list(audiences),
         **extra,

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import jwt
 
-from tests.support.db import audit_events
+from authserver.admin import TOKEN_EXCHANGE
+from tests.support.db import audit_events, issued_counts
+from tests.support.factories import make_client, make_resource
 
-from .conftest import API, SUBJECT_ACCESS, SUBJECT_ID, SUBJECT_REFRESH, exchange, make_agent
+from .conftest import (
+    API,
+    SUBJECT_ACCESS,
+    SUBJECT_ID,
+    SUBJECT_REFRESH,
+    exchange,
+    make_agent,
+    user_tokens,
+)
 
 
 def claims(token):
@@ -110,3 +120,108 @@ def test_revoking_subject_grant_deactivates_exchanged_tokens(app, client, setup)
         "/introspect", auth=setup.agent.basic_auth, data={"token": exchanged}
     )
     assert introspection.json == {"active": False}
+
+
+def _signed_in_agent(app, browser):
+    """An agent the user signs in to directly (code + PKCE): its own refresh token."""
+    agent = make_client(
+        app,
+        "signin-agent",
+        grant_types=["authorization_code", "refresh_token", TOKEN_EXCHANGE],
+        scope="openid offline_access portfolio:read",
+        may_delegate=True,
+        allowed_audiences=[API],
+    )
+    return agent, user_tokens(app, browser, agent, scope="openid offline_access portfolio:read")
+
+
+def test_refresh_token_subject_of_the_requesting_client(app, client, browser, setup):
+    """§3 refresh_token subject, presented by the client it was issued to: no delegation, so
+    no `act`; the result is still a short-lived token for the one audience."""
+    agent, tokens = _signed_in_agent(app, browser)
+    response = exchange(client, agent, tokens["refresh_token"], SUBJECT_REFRESH)
+    assert response.status_code == 200, response.json
+    token = claims(response.json["access_token"])
+    assert token["sub"] == setup.user_id and token["aud"] == API
+    assert token["scope"] == "portfolio:read" and "act" not in token
+    assert "refresh_token" not in response.json
+
+
+def test_used_refresh_token_subject_revokes_the_family(app, client, browser, setup):
+    """RFC 9700 §4.14.2: a rotated-out refresh token presented again, here as a subject token,
+    is refused and revokes the whole family, as at the refresh grant."""
+    agent, tokens = _signed_in_agent(app, browser)
+    rotated = client.post(
+        "/token",
+        auth=agent.basic_auth,
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+    assert rotated.status_code == 200, rotated.json
+    before = issued_counts(app)
+    response = exchange(client, agent, tokens["refresh_token"], SUBJECT_REFRESH)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+    assert issued_counts(app) == before
+    assert not audit_events(app, "token.exchanged")
+    newest = client.post(
+        "/token",
+        auth=agent.basic_auth,
+        data={"grant_type": "refresh_token", "refresh_token": rotated.json["refresh_token"]},
+    )
+    assert newest.status_code == 400 and newest.json["error"] == "invalid_grant"
+    introspection = client.post(
+        "/introspect", auth=agent.basic_auth, data={"token": rotated.json["access_token"]}
+    )
+    assert introspection.json == {"active": False}
+
+
+def test_discovery_lists_token_exchange(client):
+    """RFC 8414 §2 grant_types_supported: clients find the RFC 8693 grant through discovery."""
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        assert TOKEN_EXCHANGE in client.get(path).json["grant_types_supported"]
+
+
+def test_lifetime_is_the_delegated_default(app, client, setup, runtime):
+    """DESIGN "Tokens": exchanged tokens live 5 minutes by default, in `exp` as in expires_in."""
+    token = claims(exchange(client, setup.agent, setup.tokens["access_token"]).json["access_token"])
+    assert token["exp"] - token["iat"] == runtime.settings.delegated_token_ttl == 300
+
+
+def test_resource_server_introspects_the_delegated_token(app, client, setup):
+    """RFC 7662 §2.2 with RFC 8693 §4.1: the API's own client sees `act`, scope and audience;
+    a client that is neither the token's nor the audience's learns only active=false."""
+    broker = make_client(app, "broker-rs", grant_types=["client_credentials"], redirect_uris=[])
+    outsider = make_client(app, "outsider", grant_types=["client_credentials"], redirect_uris=[])
+    other_api = "https://rs.example.com"
+    make_resource(app, other_api, scopes=("portfolio:read",), client_id="broker-rs")
+    agent = make_agent(app, "rs-agent", audiences=(other_api,))
+    token = exchange(
+        client, agent, setup.tokens["access_token"], audience=other_api, scope="portfolio:read"
+    ).json["access_token"]
+    seen = client.post("/introspect", auth=broker.basic_auth, data={"token": token}).json
+    assert seen["active"] is True and seen["act"] == {"sub": "rs-agent"}
+    assert seen["sub"] == setup.user_id and seen["scope"] == "portfolio:read"
+    assert seen["aud"] == other_api and seen["client_id"] == "rs-agent"
+    hidden = client.post("/introspect", auth=outsider.basic_auth, data={"token": token}).json
+    assert hidden == {"active": False}
+
+
+def test_chain_deeper_than_the_limit_is_refused(app, client, setup):
+    """§4.1 lets chains nest without bound; this server stops at MAX_CHAIN_DEPTH actors so the
+    whole chain stays in the token, introspection and the audit row. The next hop is an
+    invalid_request, and nothing is issued."""
+    from authserver.oauth.exchange.policy import MAX_CHAIN_DEPTH
+
+    token = setup.tokens["access_token"]
+    for hop in range(MAX_CHAIN_DEPTH):
+        agent = setup.agent if hop == 0 else make_agent(app, f"agent-{hop}")
+        response = exchange(client, agent, token)
+        assert response.status_code == 200, (hop, response.json)
+        token = response.json["access_token"]
+    assert len(claims(token)["act"]) == 2  # sub and the nested act
+    last = make_agent(app, "agent-last")
+    before = issued_counts(app)
+    response = exchange(client, last, token)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert str(MAX_CHAIN_DEPTH) in response.json["error_description"]
+    assert issued_counts(app) == before

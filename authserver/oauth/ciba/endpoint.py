@@ -92,9 +92,11 @@ def _check_notification_token(mode: str, value: str | None) -> str | None:
     return value
 
 
-def _targets(session: Any, form: Any, details: list[dict[str, Any]] | None) -> tuple[list, Any]:
+def _targets(
+    server: Any, session: Any, form: Any, details: list[dict[str, Any]] | None
+) -> tuple[list, Any]:
     """The resource (RFC 8707) or, when absent, the one that registered the detail types."""
-    resources = resolve_resources(session, form.getlist("resource"))
+    resources = resolve_resources(server.resource, form.getlist("resource"))
     try:
         validated = rar.validate(session, details) if details else None
     except rar.InvalidDetails as error:
@@ -131,7 +133,7 @@ class BackchannelAuthenticationEndpoint(TokenEndpoint):
             details = rar.parse(form.get("authorization_details"))
         except rar.InvalidDetails as error:
             raise InvalidAuthorizationDetailsError(str(error)) from None
-        resources, details = _targets(session, form, details)
+        resources, details = _targets(self.server, session, form, details)
         auth_req_id = new_secret_value()
         row = self._create(model, user, scopes, resources, details, binding_message, expiry, mode)
         row.auth_req_hash = digest(auth_req_id)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ...models import BackchannelRequest, Client, Grant
+from ...registry import ClientSnapshot
 from ...runtime import Runtime
 from ..issuance import access_token_spec, token_body
 from ..scopes import resolve_resources, scope_list
@@ -23,12 +24,14 @@ def issue_for_request(
     session: Session,
     runtime: Runtime,
     row: BackchannelRequest,
-    client: Client,
+    client: Client | ClientSnapshot,
     auth_req_id: str | None = None,
 ) -> dict[str, Any]:
     """The token response; for push, the ID token carries `auth_req_id` (CIBA §10.3.1)."""
     grant = session.get(Grant, row.grant_id) if row.grant_id else None
-    resources = resolve_resources(session, row.resources)
+    resources = resolve_resources(
+        lambda name: runtime.registry.resource(lambda: session, name), row.resources
+    )
     spec = access_token_spec(
         runtime.settings,
         client=client,

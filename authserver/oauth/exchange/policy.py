@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models import Client, ResourceServer
+from ...registry import ClientSnapshot, ResourceSnapshot
 from .presented import PresentedToken
 
 MAX_CHAIN_DEPTH = 8
@@ -24,13 +24,19 @@ class PolicyRefusal(Exception):
     """The exchange is well-formed but not allowed; the message says why."""
 
 
-def is_delegation(client: Client, subject: PresentedToken, actor: PresentedToken | None) -> bool:
+def is_delegation(
+    client: ClientSnapshot, subject: PresentedToken, actor: PresentedToken | None
+) -> bool:
     return actor is not None or subject.client_id != client.client_id
 
 
-def check_delegation(client: Client, subject: PresentedToken) -> None:
+def check_delegation(client: ClientSnapshot, subject: PresentedToken) -> None:
     if not client.may_delegate:
         raise PolicyRefusal("This client may not act on behalf of users.")
+    # A chain deeper than anyone can audit is refused rather than truncated: every actor
+    # between the user and the API must stay visible in the token, introspection and audit.
+    if len(chain_of(subject.act)) >= MAX_CHAIN_DEPTH:
+        raise PolicyRefusal(f"Delegation chains are limited to {MAX_CHAIN_DEPTH} actors.")
     may_act = subject.may_act
     if may_act is not None and (
         not isinstance(may_act, dict) or may_act.get("sub") != client.client_id
@@ -38,13 +44,13 @@ def check_delegation(client: Client, subject: PresentedToken) -> None:
         raise PolicyRefusal("The subject token's may_act does not name this client.")
 
 
-def check_actor(client: Client, actor: PresentedToken) -> None:
+def check_actor(client: ClientSnapshot, actor: PresentedToken) -> None:
     """The actor token must be the requesting client's own token (its client-credentials token)."""
     if actor.client_id != client.client_id or actor.subject != client.client_id:
         raise PolicyRefusal("The actor_token must be the requesting client's own token.")
 
 
-def act_claim(client: Client, subject: PresentedToken) -> dict[str, Any]:
+def act_claim(client: ClientSnapshot, subject: PresentedToken) -> dict[str, Any]:
     act: dict[str, Any] = {"sub": client.client_id}
     if subject.act:
         act["act"] = subject.act
@@ -60,13 +66,16 @@ def chain_of(act: dict[str, Any] | None) -> list[str]:
     return chain
 
 
-def check_audience(client: Client, resource: ResourceServer) -> None:
+def check_audience(client: ClientSnapshot, resource: ResourceSnapshot) -> None:
     if resource.identifier not in (client.allowed_audiences or []):
         raise PolicyRefusal("This client may not obtain tokens for that audience.")
 
 
 def granted_scopes(
-    requested: list[str], subject: PresentedToken, client: Client, resource: ResourceServer
+    requested: list[str],
+    subject: PresentedToken,
+    client: ClientSnapshot,
+    resource: ResourceSnapshot,
 ) -> tuple[list[str], list[str]]:
     """(scopes to grant, scopes asked for but not available)."""
     available = [s for s in subject.scopes if s in client.allowed_scopes and s in resource.scopes]

@@ -28,6 +28,14 @@ class UnusableToken(Exception):
     """The presented token is unknown, expired, revoked, foreign or of the wrong type."""
 
 
+class ReusedRefreshToken(UnusableToken):
+    """A rotated-out refresh token presented again by its client (RFC 9700 §4.14.2)."""
+
+    def __init__(self, grant: Grant) -> None:
+        super().__init__("refresh token already used")
+        self.grant = grant
+
+
 @dataclass
 class PresentedToken:
     subject: str
@@ -59,6 +67,11 @@ def _from_access_token(session: Session, minter: TokenMinter, value: str) -> Pre
 
 def _from_refresh_token(session: Session, value: str, requester: str) -> PresentedToken:
     found = find_refresh_token(session, value)
+    # A retired token is evidence of theft wherever it shows up, not only at the refresh
+    # grant: the caller revokes the family. As there, only when its own client presents it.
+    if found is not None and found.client_id == requester and found.grant is not None:
+        if found.refresh_row is not None and found.refresh_row.used_at is not None:
+            raise ReusedRefreshToken(found.grant)
     # A refresh token is a credential of the client it was issued to (RFC 9700 §4.14.2).
     if found is None or not found.active or found.client_id != requester or found.grant is None:
         raise UnusableToken("refresh token is not active for this client")

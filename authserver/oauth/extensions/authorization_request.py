@@ -101,7 +101,7 @@ def check_scopes(grant: Any) -> None:
 def check_resources(grant: Any) -> None:
     """RFC 8707 §2: each `resource` names a registered resource server."""
     values = grant.request.payload.datalist.get("resource", [])
-    grant.request.resources = resolve_resources(grant.server.db(), values)
+    grant.request.resources = resolve_resources(grant.server.resource, values)
 
 
 def check_authorization_details(grant: Any) -> None:

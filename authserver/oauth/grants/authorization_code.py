@@ -130,10 +130,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """RFC 8707 §2.2: `resource` at the token endpoint may only narrow the authorized set."""
         asked = self.request.form.getlist("resource")
         if not asked:
-            return resolve_resources(self.server.db(), code.resources)
+            return resolve_resources(self.server.resource, code.resources)
         if not set(asked) <= set(code.resources):
             raise InvalidTargetError("The 'resource' was not part of the authorization request.")
-        return resolve_resources(self.server.db(), asked)
+        return resolve_resources(self.server.resource, asked)
 
     @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

@@ -23,7 +23,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         super().validate_token_request()
         client = self.request.client.model
         self.request.resources = resolve_resources(
-            self.server.db(), self.request.form.getlist("resource")
+            self.server.resource, self.request.form.getlist("resource")
         )
         asked = scope_list(self.request.payload.scope)
         if any(scope in OIDC_SCOPES for scope in asked):

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from ...credentials import digest
 from ...models import Grant, RefreshToken, User, now
 from ..errors import InvalidTargetError
-from ..issuance import issue_from_grant, revoke_grant
+from ..issuance import issue_from_grant, revoke_reused_family
 from ..scopes import resolve_resources, scope_list
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return row
 
     def _handle_reuse(self, grant: Grant | None) -> None:
-        if grant is None or grant.revoked_at is not None:
-            return
-        revoke_grant(self.server.db(), grant.id, "refresh_token_reused")
-        self.server.record(
-            "token.refresh_reused",
-            "refused",
-            user_id=grant.user_id,
-            client_id=grant.client_id,
-            details={"grant_id": grant.id, "action": "grant revoked"},
-        )
-        self.server.commit()
+        revoke_reused_family(self.server, grant)
 
     def _validate_token_scope(self, token: RefreshToken) -> None:
         asked = scope_list(self.request.payload.scope)
@@ -77,7 +67,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         asked = self.request.form.getlist("resource")
         if asked and not set(asked) <= set(grant.resources):
             raise InvalidTargetError("The 'resource' was not part of the original grant.")
-        return resolve_resources(self.server.db(), asked or grant.resources)
+        return resolve_resources(self.server.resource, asked or grant.resources)
 
     @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:

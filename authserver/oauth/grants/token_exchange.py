@@ -21,7 +21,8 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc6749.hooks import hooked
 
-from ...models import ResourceServer, User
+from ...models import User
+from ...registry import ResourceSnapshot
 from ...tokens import AccessTokenSpec
 from ..errors import InvalidTargetError
 from ..exchange import federated, policy
@@ -29,10 +30,11 @@ from ..exchange.presented import (
     ACCESS_TOKEN,
     SUBJECT_TOKEN_TYPES,
     PresentedToken,
+    ReusedRefreshToken,
     UnusableToken,
     read_presented_token,
 )
-from ..issuance import token_body
+from ..issuance import revoke_reused_family, token_body
 from ..scopes import resolve_resources, scope_list
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -94,16 +96,20 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
                 token_type,
                 self.request.client.client_id,
             )
+        except ReusedRefreshToken as reused:
+            revoke_reused_family(self.server, reused.grant)
+            raise InvalidRequestError(f"The '{name}' is invalid, expired or revoked.") from None
         except UnusableToken:
             raise InvalidRequestError(f"The '{name}' is invalid, expired or revoked.") from None
 
-    def _target(self) -> ResourceServer:
+    def _target(self) -> ResourceSnapshot:
         """`audience` and `resource` together must name exactly one registered resource server."""
         form = self.request.form
         names = list(dict.fromkeys(form.getlist("audience") + form.getlist("resource")))
         if len(names) != 1:
             raise InvalidTargetError("Name exactly one target with 'audience' or 'resource'.")
-        return resolve_resources(self.server.db(), names)[0]
+        parameter = "resource" if form.getlist("resource") else "audience"
+        return resolve_resources(self.server.resource, names, parameter)[0]
 
     def _delegation(
         self, client: Any, subject: PresentedToken, actor: PresentedToken | None
@@ -158,7 +164,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             return self._federated_response()
         client = self.request.client.model
         subject: PresentedToken = self.request.subject
-        resource: ResourceServer = self.request.resource
+        resource: ResourceSnapshot = self.request.resource
         spec = AccessTokenSpec(
             client_id=client.client_id,
             subject=subject.subject,
