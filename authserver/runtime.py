@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import KeyRing
-from vault.accounts import Vault
+from vault.accounts import Vault, lease_for
 
 from . import audit
 from .db import make_engine, make_read_session_factory, make_session_factory, transaction
@@ -65,6 +65,7 @@ class Runtime:
                 read_factory=self.read_session_factory,
                 keyring=self.keyring,
                 timeout=self.settings.upstream_timeout,
+                lease_seconds=lease_for(self.settings.upstream_timeout),
             )
         return self._vault
 

@@ -37,6 +37,16 @@ WAIT_POLL_SECONDS = 0.05
 TOUCH_EVERY_SECONDS = 60
 
 
+def lease_for(timeout: float) -> float:
+    """How long a refresh may hold the account's lease, given the upstream call timeout.
+
+    The lease must outlive the slowest refresh (connect and read timeouts each, plus the
+    save): if it lapsed mid-call, a second request would send the same refresh token
+    upstream, and a provider that rotates refresh tokens would revoke the whole family.
+    """
+    return max(LEASE_SECONDS, 2 * timeout + 10)
+
+
 @dataclass
 class Vault:
     """What the vault needs, passed in: storage, key ring, clock, upstream timeout."""

@@ -185,3 +185,16 @@ def test_connect_without_a_refresh_token_stores_nothing(scene, monkeypatch):
     failure = scene.events("vault.connected")[-1]
     assert failure.outcome == "failure" and failure.details["reason"] == "no_refresh_token"
     assert scene.calendar.stats()["code_grants"] == 1
+
+
+@pytest.mark.parametrize("timeout", [1.0, 10.0, 40.0, 120.0])
+def test_refresh_lease_outlives_a_slow_upstream(app, timeout):
+    """A refresh lease that lapsed while the upstream call was still running would let a
+    second request send the same refresh token, and a rotating upstream would kill the
+    family. The lease covers the connect and read timeouts of the call, whatever
+    AUTHSERVER_UPSTREAM_TIMEOUT is set to."""
+    from vault.accounts import lease_for
+
+    assert lease_for(timeout) > 2 * timeout
+    vault = app.extensions["authserver"].vault
+    assert vault.lease_seconds == lease_for(vault.timeout) > 2 * vault.timeout
