@@ -82,3 +82,16 @@ def exchange(client, agent, subject_token, subject_type=SUBJECT_ACCESS, **params
     }
     data.update({k: v for k, v in params.items() if v is not None})
     return client.post("/token", data=data, auth=agent.basic_auth)
+
+
+def signed_in_agent(app, browser):
+    """An agent the user signs in to directly (code + PKCE): its own refresh token."""
+    agent = make_client(
+        app,
+        "signin-agent",
+        grant_types=["authorization_code", "refresh_token", TOKEN_EXCHANGE],
+        scope="openid offline_access portfolio:read",
+        may_delegate=True,
+        allowed_audiences=[API],
+    )
+    return agent, user_tokens(app, browser, agent, scope="openid offline_access portfolio:read")

@@ -15,7 +15,7 @@ from .conftest import (
     SUBJECT_REFRESH,
     exchange,
     make_agent,
-    user_tokens,
+    signed_in_agent,
 )
 
 
@@ -99,14 +99,28 @@ def test_refresh_token_subject_needs_its_own_client(app, client, setup):
     assert response.json["error"] == "invalid_request"
 
 
-def test_id_token_subject(app, client, setup):
-    """§3: id_token subject; scopes are what the user consented to the ID token's client."""
+def test_id_token_subject(app, client, browser, setup):
+    """§3: id_token subject, presented by the client it was issued to (its `aud`); scopes are
+    what the user consented to that client. No delegation, so no `act`."""
+    agent, tokens = signed_in_agent(app, browser)
+    response = exchange(client, agent, tokens["id_token"], SUBJECT_ID, scope="portfolio:read")
+    assert response.status_code == 200, response.json
+    token = claims(response.json["access_token"])
+    assert token["sub"] == setup.user_id and token["aud"] == API
+    assert token["scope"] == "portfolio:read" and "act" not in token
+
+
+def test_id_token_of_another_client_is_refused(app, client, setup):
+    """OIDC Core §2: an ID token is for its audience only. Front ends pass ID tokens around
+    freely, so another client's ID token is no credential here, even for a client with
+    delegation rights; delegation goes through an access token. Nothing is issued."""
+    before = issued_counts(app)
     response = exchange(
         client, setup.agent, setup.tokens["id_token"], SUBJECT_ID, scope="portfolio:read"
     )
-    assert response.status_code == 200, response.json
-    token = claims(response.json["access_token"])
-    assert token["sub"] == setup.user_id and token["act"] == {"sub": "agent"}
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+    assert issued_counts(app) == before
 
 
 def test_revoking_subject_grant_deactivates_exchanged_tokens(app, client, setup):
@@ -122,23 +136,10 @@ def test_revoking_subject_grant_deactivates_exchanged_tokens(app, client, setup)
     assert introspection.json == {"active": False}
 
 
-def _signed_in_agent(app, browser):
-    """An agent the user signs in to directly (code + PKCE): its own refresh token."""
-    agent = make_client(
-        app,
-        "signin-agent",
-        grant_types=["authorization_code", "refresh_token", TOKEN_EXCHANGE],
-        scope="openid offline_access portfolio:read",
-        may_delegate=True,
-        allowed_audiences=[API],
-    )
-    return agent, user_tokens(app, browser, agent, scope="openid offline_access portfolio:read")
-
-
 def test_refresh_token_subject_of_the_requesting_client(app, client, browser, setup):
     """§3 refresh_token subject, presented by the client it was issued to: no delegation, so
     no `act`; the result is still a short-lived token for the one audience."""
-    agent, tokens = _signed_in_agent(app, browser)
+    agent, tokens = signed_in_agent(app, browser)
     response = exchange(client, agent, tokens["refresh_token"], SUBJECT_REFRESH)
     assert response.status_code == 200, response.json
     token = claims(response.json["access_token"])
@@ -150,7 +151,7 @@ def test_refresh_token_subject_of_the_requesting_client(app, client, browser, se
 def test_used_refresh_token_subject_revokes_the_family(app, client, browser, setup):
     """RFC 9700 §4.14.2: a rotated-out refresh token presented again, here as a subject token,
     is refused and revokes the whole family, as at the refresh grant."""
-    agent, tokens = _signed_in_agent(app, browser)
+    agent, tokens = signed_in_agent(app, browser)
     rotated = client.post(
         "/token",
         auth=agent.basic_auth,

@@ -13,7 +13,7 @@ from authserver.tokens import AccessTokenSpec
 from tests.support.db import audit_events, issued_counts
 from tests.support.factories import ClientInfo, make_client, make_resource
 
-from .conftest import API, SUBJECT_ACCESS, SUBJECT_ID, exchange, make_agent
+from .conftest import API, SUBJECT_ACCESS, SUBJECT_ID, exchange, make_agent, signed_in_agent
 
 
 def refused(app, response, error, status=400):
@@ -157,23 +157,26 @@ def test_subject_token_with_another_iss_under_our_key(app, client, setup, runtim
     assert exchange(client, setup.agent, genuine).status_code == 200
 
 
-def test_id_token_subject_with_another_iss_under_our_key(app, client, setup, runtime):
+def test_id_token_subject_with_another_iss_under_our_key(app, client, browser, setup, runtime):
     """§2.2.2: an ID token has no server-side record, so its `iss` check is all there is."""
-    foreign = resigned(runtime, setup.tokens["id_token"], iss="https://evil.example")
+    agent, tokens = signed_in_agent(app, browser)
+    foreign = resigned(runtime, tokens["id_token"], iss="https://evil.example")
     with nothing_issued(app):
-        response = exchange(client, setup.agent, foreign, SUBJECT_ID, scope="portfolio:read")
+        response = exchange(client, agent, foreign, SUBJECT_ID, scope="portfolio:read")
     refused(app, response, "invalid_request")
-    genuine = resigned(runtime, setup.tokens["id_token"])
-    response = exchange(client, setup.agent, genuine, SUBJECT_ID, scope="portfolio:read")
+    genuine = resigned(runtime, tokens["id_token"])
+    response = exchange(client, agent, genuine, SUBJECT_ID, scope="portfolio:read")
     assert response.status_code == 200, response.json
 
 
-def test_expired_id_token_subject(app, client, setup, runtime):
-    """§2.2.2: an expired ID token is not a usable subject token."""
+def test_expired_id_token_subject(app, client, browser, setup, runtime):
+    """§2.2.2: an expired ID token is not a usable subject token (its own client presents
+    it, so expiry is the only fault)."""
+    agent, tokens = signed_in_agent(app, browser)
     past = int(time.time()) - 600
-    expired = resigned(runtime, setup.tokens["id_token"], iat=past - 600, exp=past)
+    expired = resigned(runtime, tokens["id_token"], iat=past - 600, exp=past)
     with nothing_issued(app):
-        response = exchange(client, setup.agent, expired, SUBJECT_ID)
+        response = exchange(client, agent, expired, SUBJECT_ID)
     refused(app, response, "invalid_request")
 
 

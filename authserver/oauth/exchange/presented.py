@@ -86,8 +86,15 @@ def _from_refresh_token(session: Session, value: str, requester: str) -> Present
     )
 
 
-def _from_id_token(session: Session, minter: TokenMinter, value: str) -> PresentedToken:
-    """An ID token proves who the user is; its scopes are what the user consented to its client."""
+def _from_id_token(
+    session: Session, minter: TokenMinter, value: str, requester: str
+) -> PresentedToken:
+    """An ID token proves who the user is; its scopes are what the user consented to its client.
+
+    Only its audience may present it (OIDC Core §2: `aud` is the client it is for). ID
+    tokens travel through front ends and logs far more than access tokens do; accepting
+    another client's as a delegation credential would make every such copy one.
+    """
     try:
         claims = minter.verify(value, typ="jwt")
     except InvalidOwnToken:
@@ -96,6 +103,8 @@ def _from_id_token(session: Session, minter: TokenMinter, value: str) -> Present
     client_id = audience if isinstance(audience, str) else None
     if client_id is None or claims.get("exp", 0) <= now():
         raise UnusableToken("ID token without a single audience, or expired")
+    if client_id != requester:
+        raise UnusableToken("ID token issued to another client")
     consent = session.get(Consent, (str(claims["sub"]), client_id))
     return PresentedToken(
         subject=str(claims["sub"]),
@@ -116,5 +125,5 @@ def read_presented_token(
     if token_type == REFRESH_TOKEN:
         return _from_refresh_token(session, value, requester)
     if token_type == ID_TOKEN:
-        return _from_id_token(session, minter, value)
+        return _from_id_token(session, minter, value, requester)
     raise UnusableToken("unsupported token type")
