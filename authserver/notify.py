@@ -1,4 +1,4 @@
-"""Outbound notifications, delivered at least once from any process.
+"""Outbound notifications (HTTP callbacks and emails), delivered at least once from any process.
 
 A notification is a row (the outbox) written in the same transaction as the
 decision it announces, its payload sealed by the vault (push deliveries carry
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault import KeyRing, associated_data, seal, unseal
 
-from . import audit
+from . import audit, mail
 from .models import Notification, now
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Dispatcher:
         webhook_secret: str,
         timeout: float,
         interval: float,
+        relay: mail.Relay | None = None,
     ) -> None:
         self._factory = factory
         self._read_factory = read_factory
@@ -102,6 +103,7 @@ class Dispatcher:
         self._webhook_secret = webhook_secret
         self._timeout = timeout
         self._interval = interval
+        self._relay = relay
         self._http = requests.Session()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -200,6 +202,22 @@ class Dispatcher:
             )
         except Exception:
             return Outcome(False, "payload could not be opened")
+        if row.kind == "email":
+            return self._send_email(row.target_url, payload["body"])
+        return self._send_http(row, payload)
+
+    def _send_email(self, target: str, body: dict[str, str]) -> Outcome:
+        if self._relay is None:
+            return Outcome(False, "no SMTP relay configured")
+        recipient = target.removeprefix("mailto:")
+        message = mail.build_message(self._relay.sender, recipient, body["subject"], body["text"])
+        try:
+            mail.send(self._relay, message, self._timeout)
+        except mail.MailError as error:
+            return Outcome(False, str(error))
+        return Outcome(True, "accepted by the relay")
+
+    def _send_http(self, row: Notification, payload: dict[str, Any]) -> Outcome:
         body = json.dumps(payload["body"]).encode("utf-8")
         headers = {"Content-Type": "application/json", **payload["headers"]}
         if row.kind == "webhook" and self._webhook_secret:

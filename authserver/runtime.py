@@ -17,6 +17,7 @@ from vault.accounts import Vault, lease_for
 from . import audit
 from .db import make_engine, make_read_session_factory, make_session_factory, transaction
 from .keys import SigningKeys
+from .mail import Relay, parse_smtp_url
 from .notify import Dispatcher
 from .passwords import Passwords
 from .registry import Registry
@@ -81,8 +82,24 @@ class Runtime:
                 settings.approval_webhook_secret,
                 settings.notification_timeout,
                 settings.notification_poll_interval,
+                relay_of(settings),
             )
         return self._dispatcher
+
+
+def relay_of(settings: Settings) -> Relay | None:
+    """The SMTP relay for approval emails, when one is configured."""
+    if not settings.smtp_url:
+        return None
+    scheme, host, port = parse_smtp_url(settings.smtp_url)
+    return Relay(
+        scheme,
+        host,
+        port,
+        settings.smtp_username,
+        settings.smtp_password,
+        settings.approval_email_from,
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:

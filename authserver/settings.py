@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .mail import parse_smtp_url
+
 log = logging.getLogger(__name__)
 
 PREFIX = "AUTHSERVER_"
@@ -64,6 +66,11 @@ class Settings:
     approval_webhook_url: str = ""
     approval_webhook_secret: str = ""
     notification_timeout: float = 5.0
+    # Approval emails to the person (verified address only), through an SMTP relay.
+    smtp_url: str = ""
+    smtp_username: str = ""
+    smtp_password: str = ""
+    approval_email_from: str = ""
     # How often the outbox is checked by each process, and the approval stream by each page.
     notification_poll_interval: float = 1.0
     approval_stream_poll_interval: float = 0.1
@@ -102,6 +109,15 @@ def _secret_from(environ: Mapping[str, str], name: str, dev_file: Path) -> tuple
     if dev_file.exists():
         return dev_file.read_text(encoding="utf-8").strip(), True
     return "", True
+
+
+def _optional_secret(environ: Mapping[str, str], name: str) -> str:
+    """A secret from NAME or NAME_FILE, or empty (no development default)."""
+    if value := _env(environ, name):
+        return value
+    if path := _env(environ, name + "_FILE"):
+        return _read_file(path)
+    return ""
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -186,6 +202,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         client_cache_ttl=_float(environ, "CLIENT_CACHE_TTL", 5.0),
         sqlite_synchronous=(_env(environ, "SQLITE_SYNCHRONOUS") or "FULL").upper(),
         notification_timeout=_seconds(environ, "NOTIFICATION_TIMEOUT", 5.0),
+        smtp_url=_env(environ, "SMTP_URL") or "",
+        smtp_username=_env(environ, "SMTP_USERNAME") or "",
+        smtp_password=_optional_secret(environ, "SMTP_PASSWORD"),
+        approval_email_from=_env(environ, "APPROVAL_EMAIL_FROM") or "",
         notification_poll_interval=_seconds(environ, "NOTIFICATION_POLL_INTERVAL", 1.0),
         approval_stream_poll_interval=_seconds(environ, "APPROVAL_STREAM_POLL_INTERVAL", 0.1),
         upstream_timeout=_seconds(environ, "UPSTREAM_TIMEOUT", 10.0),
@@ -212,9 +232,24 @@ def check_settings(settings: Settings) -> Settings:
         raise SettingsError(f"{PREFIX}ISSUER must be an absolute http(s) URL without query")
     if not settings.https_issuer and not _is_loopback_http(settings.issuer):
         raise SettingsError(f"{PREFIX}ISSUER must use https outside loopback")
+    _check_mail(settings)
     if settings.is_production:
         return _check_production(settings)
     return _fill_development_gaps(settings)
+
+
+def _check_mail(settings: Settings) -> None:
+    if not settings.smtp_url:
+        return
+    try:
+        parse_smtp_url(settings.smtp_url)
+    except ValueError as error:
+        raise SettingsError(f"{PREFIX}SMTP_URL {error}") from None
+    sender = settings.approval_email_from
+    if "@" not in sender or any(char in sender for char in "\r\n"):
+        raise SettingsError(f"{PREFIX}APPROVAL_EMAIL_FROM must be an email address")
+    if settings.smtp_username and not settings.smtp_password:
+        raise SettingsError(f"{PREFIX}SMTP_USERNAME needs {PREFIX}SMTP_PASSWORD(_FILE)")
 
 
 def _check_production(settings: Settings) -> Settings:

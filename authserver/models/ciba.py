@@ -51,7 +51,7 @@ class Notification(Base):
     __tablename__ = "notifications"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32))  # ciba_ping, ciba_push, webhook
+    kind: Mapped[str] = mapped_column(String(32))  # ciba_ping, ciba_push, webhook, email
     target_url: Mapped[str] = mapped_column(String(2000))
     # Sealed {"headers": {...}, "body": {...}}; may hold tokens for push delivery.
     payload_sealed: Mapped[bytes] = mapped_column(LargeBinary)

@@ -274,3 +274,20 @@ def test_negative_client_cache_ttl_is_refused(instance):
     env = production_env(instance, AUTHSERVER_CLIENT_CACHE_TTL="-5")
     with pytest.raises(SettingsError, match="AUTHSERVER_CLIENT_CACHE_TTL must"):
         load_settings(env)
+
+
+def test_mail_settings_from_the_environment(instance, tmp_path):
+    """The SMTP password comes from AUTHSERVER_SMTP_PASSWORD or its _FILE, like other secrets."""
+    password_file = tmp_path / "smtp_password"
+    password_file.write_text("relay-password-0123\n")
+    env = production_env(
+        instance,
+        AUTHSERVER_SMTP_URL="smtps://mail.example.com",
+        AUTHSERVER_APPROVAL_EMAIL_FROM="approvals@auth.example.com",
+        AUTHSERVER_SMTP_USERNAME="mailer",
+        AUTHSERVER_SMTP_PASSWORD_FILE=str(password_file),
+    )
+    settings = check_settings(load_settings(env))
+    assert settings.smtp_url == "smtps://mail.example.com"
+    assert settings.approval_email_from == "approvals@auth.example.com"
+    assert (settings.smtp_username, settings.smtp_password) == ("mailer", "relay-password-0123")

@@ -7,7 +7,6 @@ Signed request objects and user codes are not supported and say so.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from typing import Any
@@ -22,7 +21,6 @@ from authlib.oauth2.rfc6749.token_endpoint import TokenEndpoint
 from ... import rar
 from ...credentials import digest, new_secret_value
 from ...models import BackchannelRequest, User, new_id, now
-from ...notify import enqueue
 from ..errors import (
     InvalidAuthorizationDetailsError,
     InvalidBindingMessageError,
@@ -30,6 +28,7 @@ from ..errors import (
 )
 from ..scopes import known_scopes, resolve_resources, scope_list
 from . import GRANT_TYPE
+from .announce import announce
 from .hints import resolve_user
 from .sealing import seal_callback
 
@@ -143,7 +142,7 @@ class BackchannelAuthenticationEndpoint(TokenEndpoint):
             )
         session.add(row)
         session.flush()
-        self._announce(row, user, model)
+        announce(self.server, row, user, model)
         return (
             200,
             {"auth_req_id": auth_req_id, "expires_in": expiry, "interval": row.interval},
@@ -176,41 +175,3 @@ class BackchannelAuthenticationEndpoint(TokenEndpoint):
             changed_at_ms=moment * 1000,
         )
         return row
-
-    def _announce(self, row: BackchannelRequest, user: User, client: Any) -> None:
-        runtime = self.server.runtime
-        self.server.record(
-            "ciba.requested",
-            user_id=user.id,
-            client_id=client.client_id,
-            details={
-                "request_id": row.id,
-                "mode": row.delivery_mode,
-                "scope": row.scope,
-                "authorization_details": row.authorization_details,
-                "binding_message": row.binding_message,
-            },
-        )
-        settings = runtime.settings
-        if not settings.approval_webhook_url:
-            return
-        body = {
-            "type": "approval.requested",
-            "request_id": row.id,
-            "user": {"id": user.id, "username": user.username},
-            "client": {"id": client.client_id, "name": client.client_name},
-            "binding_message": row.binding_message,
-            "authorization_details": rar.render(self.server.db(), row.authorization_details or []),
-            "expires_at": row.expires_at,
-            "approve_url": f"{settings.issuer}/approvals",
-        }
-        enqueue(
-            self.server.db(),
-            runtime.keyring,
-            kind="webhook",
-            target_url=settings.approval_webhook_url,
-            body=json.loads(json.dumps(body)),
-            request_id=row.id,
-            client_id=client.client_id,
-            user_id=user.id,
-        )
