@@ -31,6 +31,23 @@ def nothing_issued(app):
     assert (issued_counts(app), len(audit_events(app, "token.exchanged"))) == before
 
 
+def refused_exchange(
+    app,
+    client,
+    agent,
+    subject_token,
+    subject_type=SUBJECT_ACCESS,
+    *,
+    error="invalid_request",
+    **params,
+):
+    """The exchange is refused with `error` (RFC 8693 §2.2.2) and issues nothing."""
+    with nothing_issued(app):
+        response = exchange(client, agent, subject_token, subject_type, **params)
+    refused(app, response, error)
+    return response
+
+
 def resigned(runtime, token, **changes):
     """`token` with `changes` to its claims, signed again with this server's own key."""
     header = jwt.get_unverified_header(token)
@@ -45,44 +62,38 @@ def test_missing_required_parameter(app, client, setup, missing):
     before = issued_counts(app)
     params = {"subject_token": setup.tokens["access_token"], "subject_token_type": SUBJECT_ACCESS}
     params[missing] = ""
-    with nothing_issued(app):
-        response = exchange(
-            client, setup.agent, params["subject_token"], params["subject_token_type"]
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app, client, setup.agent, params["subject_token"], params["subject_token_type"]
+    )
     assert issued_counts(app) == before
 
 
 def test_actor_token_type_without_actor_token(app, client, setup):
     """§2.1: actor_token_type MUST NOT be included without actor_token."""
-    with nothing_issued(app):
-        response = exchange(
-            client, setup.agent, setup.tokens["access_token"], actor_token_type=SUBJECT_ACCESS
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app, client, setup.agent, setup.tokens["access_token"], actor_token_type=SUBJECT_ACCESS
+    )
 
 
 def test_actor_token_without_type(app, client, setup):
     """§2.1: actor_token_type is REQUIRED when actor_token is present."""
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token=setup.tokens["access_token"],
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token=setup.tokens["access_token"],
+    )
 
 
 def test_unsupported_subject_token_type(app, client, setup):
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            "urn:ietf:params:oauth:token-type:saml2",
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        "urn:ietf:params:oauth:token-type:saml2",
+    )
 
 
 def test_unsupported_actor_token_type(app, client, setup):
@@ -90,33 +101,29 @@ def test_unsupported_actor_token_type(app, client, setup):
     actor = client.post(
         "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
     ).json["access_token"]
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token=actor,
-            actor_token_type="urn:ietf:params:oauth:token-type:saml2",
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token=actor,
+        actor_token_type="urn:ietf:params:oauth:token-type:saml2",
+    )
 
 
 def test_unsupported_requested_token_type(app, client, setup):
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            requested_token_type="urn:ietf:params:oauth:token-type:saml2",
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        requested_token_type="urn:ietf:params:oauth:token-type:saml2",
+    )
 
 
 def test_garbage_subject_token(app, client, setup):
     """§2.2.2: an invalid subject_token is invalid_request."""
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, "not-a-token")
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, "not-a-token")
 
 
 def test_subject_token_from_another_issuer(app, client, setup, runtime):
@@ -140,18 +147,14 @@ def test_subject_token_from_another_issuer(app, client, setup, runtime):
         algorithm="ES256",
         headers={"typ": "at+jwt", "kid": runtime.signing_keys.signing_key("ES256").kid},
     )
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, forged)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, forged)
 
 
 def test_subject_token_with_another_iss_under_our_key(app, client, setup, runtime):
     """§2.2.2 / RFC 8725 §3.8: `iss` must be this server even when the signature, `kid` and
     `jti` record are genuine; only the issuer check stands between this token and success."""
     foreign = resigned(runtime, setup.tokens["access_token"], iss="https://evil.example")
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, foreign)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, foreign)
     # Control: the same token re-signed unchanged is accepted, so the refusal was the issuer.
     genuine = resigned(runtime, setup.tokens["access_token"])
     assert exchange(client, setup.agent, genuine).status_code == 200
@@ -161,9 +164,7 @@ def test_id_token_subject_with_another_iss_under_our_key(app, client, browser, s
     """§2.2.2: an ID token has no server-side record, so its `iss` check is all there is."""
     agent, tokens = signed_in_agent(app, browser)
     foreign = resigned(runtime, tokens["id_token"], iss="https://evil.example")
-    with nothing_issued(app):
-        response = exchange(client, agent, foreign, SUBJECT_ID, scope="portfolio:read")
-    refused(app, response, "invalid_request")
+    response = refused_exchange(app, client, agent, foreign, SUBJECT_ID, scope="portfolio:read")
     genuine = resigned(runtime, tokens["id_token"])
     response = exchange(client, agent, genuine, SUBJECT_ID, scope="portfolio:read")
     assert response.status_code == 200, response.json
@@ -175,9 +176,7 @@ def test_expired_id_token_subject(app, client, browser, setup, runtime):
     agent, tokens = signed_in_agent(app, browser)
     past = int(time.time()) - 600
     expired = resigned(runtime, tokens["id_token"], iat=past - 600, exp=past)
-    with nothing_issued(app):
-        response = exchange(client, agent, expired, SUBJECT_ID)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, agent, expired, SUBJECT_ID)
 
 
 @pytest.mark.parametrize(
@@ -187,9 +186,7 @@ def test_expired_id_token_subject(app, client, browser, setup, runtime):
 def test_token_of_another_type_than_declared(app, client, setup, token, declared):
     """§2.1 subject_token_type: the token must be of the declared type. An access token sent
     as an ID token would skip the revocation check; an ID token is not an access token."""
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, setup.tokens[token], declared)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, setup.tokens[token], declared)
 
 
 def test_expired_subject_token(app, client, setup, runtime):
@@ -205,38 +202,31 @@ def test_expired_subject_token(app, client, setup, runtime):
             ),
         )
         session.commit()
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, issued.token)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, issued.token)
 
 
 def test_revoked_subject_token(app, client, setup):
     client.post("/revoke", auth=setup.web.basic_auth, data={"token": setup.tokens["access_token"]})
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, setup.tokens["access_token"])
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, setup.tokens["access_token"])
 
 
 def test_subject_token_of_a_revoked_grant(app, client, setup):
     """Revoking the grant (through its refresh token, RFC 7009 §2.1) ends its access tokens
     as subject tokens too."""
     client.post("/revoke", auth=setup.web.basic_auth, data={"token": setup.tokens["refresh_token"]})
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, setup.tokens["access_token"])
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, setup.tokens["access_token"])
 
 
 def test_invalid_actor_token(app, client, setup):
     """§2.2.2: an invalid actor_token is invalid_request, even with a good subject_token."""
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token="not-a-token",
-            actor_token_type=SUBJECT_ACCESS,
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token="not-a-token",
+        actor_token_type=SUBJECT_ACCESS,
+    )
 
 
 def test_revoked_actor_token(app, client, setup):
@@ -245,24 +235,21 @@ def test_revoked_actor_token(app, client, setup):
         "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
     ).json["access_token"]
     client.post("/revoke", auth=setup.agent.basic_auth, data={"token": actor})
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token=actor,
-            actor_token_type=SUBJECT_ACCESS,
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token=actor,
+        actor_token_type=SUBJECT_ACCESS,
+    )
 
 
 def test_client_without_delegation_rights(app, client, setup):
     """DESIGN: without delegation rights the exchange is refused."""
     plain = make_agent(app, "no-delegation", may_delegate=False)
     before = issued_counts(app)
-    with nothing_issued(app):
-        response = exchange(client, plain, setup.tokens["access_token"])
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, plain, setup.tokens["access_token"])
     assert issued_counts(app) == before
 
 
@@ -272,15 +259,14 @@ def test_client_without_delegation_rights_even_with_actor_token(app, client, set
     actor = client.post(
         "/token", data={"grant_type": "client_credentials"}, auth=plain.basic_auth
     ).json["access_token"]
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            plain,
-            setup.tokens["access_token"],
-            actor_token=actor,
-            actor_token_type=SUBJECT_ACCESS,
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        plain,
+        setup.tokens["access_token"],
+        actor_token=actor,
+        actor_token_type=SUBJECT_ACCESS,
+    )
 
 
 def _token_with_may_act(runtime, user_id, may_act):
@@ -305,9 +291,7 @@ def test_may_act_naming_another_client(app, client, setup, runtime, may_act):
     """RFC 8693 §4.4: may_act names who may act; another client (or a claim that names
     nobody) is refused."""
     token = _token_with_may_act(runtime, setup.user_id, may_act)
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, token)
-    refused(app, response, "invalid_request")
+    refused_exchange(app, client, setup.agent, token)
 
 
 def test_may_act_naming_this_client_is_accepted(app, client, setup, runtime):
@@ -321,38 +305,39 @@ def test_actor_token_of_another_client(app, client, setup):
     actor = client.post(
         "/token", data={"grant_type": "client_credentials"}, auth=other.basic_auth
     ).json["access_token"]
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token=actor,
-            actor_token_type=SUBJECT_ACCESS,
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token=actor,
+        actor_token_type=SUBJECT_ACCESS,
+    )
 
 
 def test_user_token_as_actor_token(app, client, setup):
     """The actor_token must name the agent itself (`sub` = its client_id), not a user."""
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            actor_token=setup.tokens["access_token"],
-            actor_token_type=SUBJECT_ACCESS,
-        )
-    refused(app, response, "invalid_request")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        actor_token=setup.tokens["access_token"],
+        actor_token_type=SUBJECT_ACCESS,
+    )
 
 
 def test_scope_escalation(app, client, setup):
     """DESIGN: asking for more than subject ∩ client ∩ resource is invalid_scope, never widened."""
     before = issued_counts(app)
-    with nothing_issued(app):
-        response = exchange(
-            client, setup.agent, setup.tokens["access_token"], scope="portfolio:read admin"
-        )
-    refused(app, response, "invalid_scope")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        scope="portfolio:read admin",
+        error="invalid_scope",
+    )
     assert issued_counts(app) == before
 
 
@@ -361,25 +346,30 @@ def test_scope_beyond_subject_token(app, client, browser, setup):
     from .conftest import user_tokens
 
     narrow = user_tokens(app, browser, setup.web, scope="openid portfolio:read")
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, narrow["access_token"], scope="trade")
-    refused(app, response, "invalid_scope")
+    refused_exchange(
+        app, client, setup.agent, narrow["access_token"], scope="trade", error="invalid_scope"
+    )
 
 
 def test_scope_beyond_the_client(app, client, setup):
     """The client's registered scopes bound the result: an agent registered for
     portfolio:read only cannot get trade, though the user and the resource have it."""
     reader = make_agent(app, "reader-agent", scope="portfolio:read")
-    with nothing_issued(app):
-        response = exchange(client, reader, setup.tokens["access_token"], scope="trade")
-    refused(app, response, "invalid_scope")
+    refused_exchange(
+        app, client, reader, setup.tokens["access_token"], scope="trade", error="invalid_scope"
+    )
 
 
 def test_scope_beyond_the_resource(app, client, setup):
     """The resource's scopes bound the result: openid is the user's but not the broker's."""
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, setup.tokens["access_token"], scope="openid")
-    refused(app, response, "invalid_scope")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        scope="openid",
+        error="invalid_scope",
+    )
 
 
 def test_nothing_in_common_is_invalid_scope(app, client, browser, setup):
@@ -387,18 +377,19 @@ def test_nothing_in_common_is_invalid_scope(app, client, browser, setup):
     from .conftest import user_tokens
 
     bare = user_tokens(app, browser, setup.web, scope="openid profile")
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, bare["access_token"])
-    refused(app, response, "invalid_scope")
+    refused_exchange(app, client, setup.agent, bare["access_token"], error="invalid_scope")
 
 
 def test_unknown_audience(app, client, setup):
     """§2.2.2: invalid_target for an audience that is not a registered resource server."""
-    with nothing_issued(app):
-        response = exchange(
-            client, setup.agent, setup.tokens["access_token"], audience="https://unknown.example"
-        )
-    refused(app, response, "invalid_target")
+    response = refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        audience="https://unknown.example",
+        error="invalid_target",
+    )
     # The description names the parameter the client sent, not one it never used.
     assert "'audience'" in response.json["error_description"]
 
@@ -419,21 +410,21 @@ def test_unknown_resource(app, client, setup):
 
 def test_no_target(app, client, setup):
     """A token for no API is not issued: the exchange must name its audience."""
-    with nothing_issued(app):
-        response = exchange(client, setup.agent, setup.tokens["access_token"], audience="")
-    refused(app, response, "invalid_target")
+    refused_exchange(
+        app, client, setup.agent, setup.tokens["access_token"], audience="", error="invalid_target"
+    )
 
 
 def test_audience_not_allowed_to_client(app, client, setup):
     make_resource(app, "https://other-api.example.com", scopes=("portfolio:read",))
-    with nothing_issued(app):
-        response = exchange(
-            client,
-            setup.agent,
-            setup.tokens["access_token"],
-            audience="https://other-api.example.com",
-        )
-    refused(app, response, "invalid_target")
+    refused_exchange(
+        app,
+        client,
+        setup.agent,
+        setup.tokens["access_token"],
+        audience="https://other-api.example.com",
+        error="invalid_target",
+    )
 
 
 def test_two_targets_refused(app, client, setup):
@@ -467,9 +458,9 @@ def test_two_registered_and_allowed_targets_refused(app, client, setup):
 
 def test_client_not_registered_for_exchange(app, client, setup):
     """RFC 6749 §5.2 unauthorized_client."""
-    with nothing_issued(app):
-        response = exchange(client, setup.web, setup.tokens["access_token"])
-    refused(app, response, "unauthorized_client")
+    refused_exchange(
+        app, client, setup.web, setup.tokens["access_token"], error="unauthorized_client"
+    )
 
 
 @pytest.mark.parametrize("secret", ["wrong-secret", ""])
