@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +41,17 @@ class RegisteredClient:
     client_secret: str | None  # shown once, never stored
 
 
+def is_email_address(value: str) -> bool:
+    """One addr-spec (RFC 5322 §3.4.1) with a domain, nothing else: it becomes a mail header."""
+    if len(value) > 254 or any(char.isspace() or ord(char) < 32 for char in value):
+        return False
+    try:
+        address = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError):
+        return False
+    return bool(address.username and "." in address.domain) and address.addr_spec == value
+
+
 def create_user(
     session: Session,
     passwords: Passwords,
@@ -54,6 +67,8 @@ def create_user(
         raise AdminError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
     if session.scalar(select(User).where(func.lower(User.username) == username)):
         raise AdminError(f"user {username!r} already exists")
+    if email and not is_email_address(email):
+        raise AdminError("email: a single address like name@example.com")
     if email and session.scalar(select(User).where(func.lower(User.email) == email.lower())):
         raise AdminError(f"email {email!r} is already used")
     user = User(

@@ -210,7 +210,12 @@ class Dispatcher:
         if self._relay is None:
             return Outcome(False, "no SMTP relay configured")
         recipient = target.removeprefix("mailto:")
-        message = mail.build_message(self._relay.sender, recipient, body["subject"], body["text"])
+        try:
+            message = mail.build_message(
+                self._relay.sender, recipient, body["subject"], body["text"]
+            )
+        except ValueError:  # an address no header may carry; retrying cannot help
+            return Outcome(False, "invalid address")
         try:
             mail.send(self._relay, message, self._timeout)
         except mail.MailError as error:

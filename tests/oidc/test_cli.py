@@ -136,8 +136,15 @@ def test_users_create_prints_json_and_refuses_duplicates(workspace):
     assert_clean_failure(duplicate, "user 'carol' already exists")
     short = workspace.invoke("users", "create", "--username", "dave", "--password", "short")
     assert_clean_failure(short, "password: at least 8 characters")
+    # The address becomes a mail header (approval emails): one plain addr-spec, nothing else.
+    for bad in ("dave", "dave@example.com\r\nBcc: eve@example.com", "Dave <dave@example.com>"):
+        refused = workspace.invoke(
+            "users", "create", "--username", "dave", "--password", PASSWORD, "--email", bad
+        )
+        assert_clean_failure(refused, "email: a single address")
     listed = workspace.invoke("users", "list", "--json")
-    assert "carol" in {user["username"] for user in json.loads(listed.stdout)}
+    assert {user["username"] for user in json.loads(listed.stdout)} >= {"carol"}
+    assert "dave" not in {user["username"] for user in json.loads(listed.stdout)}
 
 
 def test_client_secret_is_printed_once(workspace):
