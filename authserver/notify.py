@@ -76,6 +76,7 @@ def enqueue(
 class Outcome:
     ok: bool
     detail: str
+    permanent: bool = False  # a failure no retry can fix
 
 
 def _outcome_name(outcome: Outcome, row: Notification) -> str:
@@ -215,7 +216,7 @@ class Dispatcher:
                 self._relay.sender, recipient, body["subject"], body["text"]
             )
         except ValueError:  # an address no header may carry; retrying cannot help
-            return Outcome(False, "invalid address")
+            return Outcome(False, "invalid address", permanent=True)
         try:
             mail.send(self._relay, message, self._timeout)
         except mail.MailError as error:
@@ -250,7 +251,7 @@ class Dispatcher:
             row.lease_until = None
             if outcome.ok:
                 row.status, row.sent_at = "sent", now()
-            elif row.attempts >= MAX_ATTEMPTS:
+            elif row.attempts >= MAX_ATTEMPTS or outcome.permanent:
                 row.status = "failed"
             else:
                 row.next_attempt_at = time.time() + BACKOFF_SECONDS[row.attempts - 1]

@@ -175,3 +175,22 @@ def test_unusable_mail_settings_stop_startup(migrated_database, overrides, messa
     )
     with pytest.raises(SettingsError, match=message):
         check_settings(settings)
+
+
+def test_an_address_no_header_can_carry_fails_at_once(app, mail_app, inbox, alice, broker):
+    """Addresses are checked when users are created; one that reached the database some
+    other way (an older import) and cannot be a header fails its email once, audited, and is
+    not retried: no retry can fix it, and no header is ever built from it."""
+    with transaction(app.extensions["authserver"].session_factory) as session:
+        session.execute(
+            update(User)
+            .where(User.id == alice.id)
+            .values(email="alice@example.com\r\nBcc: eve@example.com")
+        )
+    agent = make_ciba_client(app, "agent-poll", "poll")
+    assert bc_authorize(mail_app.test_client(), agent).status_code == 200
+    assert mail_app.extensions["authserver"].dispatcher.run_once() == 1
+    assert inbox.messages == []
+    [row] = rows(app, Notification)
+    assert row.status == "failed" and row.last_error == "invalid address"
+    assert outcomes(app) == ["failed"]
