@@ -41,6 +41,11 @@ def _describe(message: str) -> str:
     return DESCRIPTION_CHARS.sub("", message)[:300]
 
 
+def _not_json(name: str) -> Any:
+    """NaN and Infinity: Python reads them, RFC 8259 §6 does not (NaN passes every bound)."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse(raw: str | None) -> list[dict[str, Any]] | None:
     """The parameter as a list of objects, or None when absent."""
     if raw is None or raw == "":
@@ -48,8 +53,8 @@ def parse(raw: str | None) -> list[dict[str, Any]] | None:
     if len(raw) > MAX_PARAMETER_LENGTH:
         raise InvalidDetails("authorization_details is too large.")
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         raise InvalidDetails("authorization_details must be a JSON array.") from None
     if not isinstance(value, list) or not value:
         raise InvalidDetails("authorization_details must be a non-empty JSON array.")

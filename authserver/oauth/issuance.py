@@ -123,7 +123,10 @@ def issue_for_new_grant(
         user=user,
         scope=scope,
         resources=resources,
-        with_refresh_token="refresh_token" in (client.grant_types or []),
+        # Approved authorization_details cover one action (RFC 9396 §7 leaves refreshing
+        # them to the server): each refreshed token would be able to repeat it.
+        with_refresh_token="refresh_token" in (client.grant_types or [])
+        and not authorization_details,
     )
     return body, grant
 

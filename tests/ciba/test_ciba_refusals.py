@@ -273,8 +273,8 @@ def test_notification_token_required_for_ping_and_push(app, client, alice, broke
 
 @pytest.mark.parametrize(
     "token",
-    ["has space", 'quote"d', "caf\u00e9", "new\nline", "=leading", "t" * 1025],
-    ids=["space", "quote", "non_ascii", "newline", "leading_padding", "too_long"],
+    ["has space", 'quote"d', "caf\u00e9", "new\nline", "=leading", "t" * 1025, "trailing\n"],
+    ids=["space", "quote", "non_ascii", "newline", "leading_padding", "too_long", "trailing_lf"],
 )
 def test_notification_token_must_be_a_bearer_token(app, client, alice, broker, token):
     """§7.1: the token is sent back as `Authorization: Bearer` (RFC 6750 §2.1 b64token)."""

@@ -51,6 +51,9 @@ INVALID = {
     "lowercase_symbol": json.dumps([trade(symbol="net")]),
     "extra_property": json.dumps([trade(note="also wire me 1000 USD")]),
     "price_zero": json.dumps([trade(limit_price=0)]),
+    # RFC 8259 §6: NaN is not JSON (Python's json reads it, and NaN passes every bound).
+    "price_nan": json.dumps([trade(limit_price=float("nan"))]),
+    "deeply_nested": "[" * 5000 + "]" * 5000,  # under the size limit; a RecursionError, not a 500
     "missing_limit_price": json.dumps([trade(limit_price=None)]),
     "unknown_side": json.dumps([trade(side="short")]),
     "other_currency": json.dumps([trade(currency="EUR")]),
@@ -169,6 +172,16 @@ def test_consent_page_renders_details_for_people(app, signed_in, rp):
     assert "Broker" in page and BROKER in page
 
 
+def test_every_field_the_schema_allows_is_shown(app, signed_in, rp):
+    """What the person approves is what the token carries: `locations` (RFC 9396 §2.2), which
+    the trade schema allows, is on the page too, not only in the token."""
+    where = "https://broker.example.com/orders"
+    params = authorize_params(rp, authorization_details=json.dumps([trade(locations=[where])]))
+    page = consent_page(signed_in, params)
+    # As JSON: unambiguous, whatever characters the values hold.
+    assert f"<dt>At (API)</dt><dd>[&#34;{where}&#34;]</dd>" in page
+
+
 def test_sell_summary_says_the_limit_is_a_floor(app, signed_in, rp):
     """A sell's limit is the lowest acceptable price: the summary must not call it a ceiling
     (the broker refuses a sell below it), or the person approves the opposite of what
@@ -219,6 +232,25 @@ def test_consent_page_escapes_details(app, signed_in, rp):
     page = consent_page(signed_in, params)
     assert "Remember &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script>alert(1)" not in page
+
+
+def test_approved_details_get_no_refresh_token(app, client, signed_in, rp):
+    """An approval covers one action: a refresh token would mint a new token carrying the
+    same `trade` entry on every refresh, each able to place one more order. So a grant
+    with authorization_details gets an access token only, even for a client registered
+    for refresh tokens (the same client still gets one for a plain sign-in)."""
+    pkce = Pkce.new()
+    params = authorize_params(rp, pkce, authorization_details=json.dumps([TRADE]))
+    code = query_of(signed_in.authorize(params).headers["Location"])["code"]
+    tokens = redeem(client, rp, code, code_verifier=pkce.verifier)
+    assert tokens.status_code == 200, tokens.get_json()
+    assert tokens.get_json()["authorization_details"] == [TRADE]
+    assert "refresh_token" not in tokens.get_json()
+
+    plain = Pkce.new()
+    code = query_of(signed_in.authorize(authorize_params(rp, plain)).headers["Location"])["code"]
+    control = redeem(client, rp, code, code_verifier=plain.verifier)
+    assert control.status_code == 200 and "refresh_token" in control.get_json()
 
 
 def test_approved_details_in_token_response_and_introspection(app, client, signed_in, rp):

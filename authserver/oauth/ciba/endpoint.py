@@ -37,7 +37,8 @@ MAX_NOTIFICATION_TOKEN = 1024
 EXPIRY = re.compile(r"[0-9]{1,9}")
 HIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
 # RFC 6750 §2.1 b64token: what may follow "Bearer " in the callback's Authorization header.
-B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+# Matched with fullmatch: "$" alone also matches before a trailing newline.
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def _check_unsupported(form: Any) -> None:
@@ -86,7 +87,7 @@ def _check_notification_token(mode: str, value: str | None) -> str | None:
         return None
     if not value:
         raise InvalidRequestError("client_notification_token is required for ping and push.")
-    if len(value) > MAX_NOTIFICATION_TOKEN or not B64TOKEN.match(value):
+    if len(value) > MAX_NOTIFICATION_TOKEN or not B64TOKEN.fullmatch(value):
         raise InvalidRequestError("client_notification_token is not a valid bearer token.")
     return value
 
