@@ -40,7 +40,9 @@ def _rewrap_batch(
     session: Session, model: Any, attribute: str, keyring: KeyRing, after: Any
 ) -> tuple[int, Any]:
     pk = inspect(model).primary_key[0]
-    query = select(model).order_by(pk).limit(BATCH)
+    # Locked until the batch commits: a refresh saving a rotated token meanwhile waits,
+    # instead of being overwritten by the re-wrap of the old ciphertext read here.
+    query = select(model).order_by(pk).limit(BATCH).with_for_update()
     if after is not None:
         query = query.where(pk > after)
     changed, last = 0, None

@@ -53,6 +53,9 @@ def _session(client: UpstreamClient, **extra: Any) -> Any:
         client.client_id,
         client.client_secret,
         token_endpoint_auth_method=client.auth_method,
+        # RFC 7009 §2.1: revoke with the same client authentication as at the token endpoint
+        # (Authlib would otherwise use client_secret_basic whenever there is a secret).
+        revocation_endpoint_auth_method=client.auth_method,
         **extra,
     )
 

@@ -28,6 +28,7 @@ from .pages import error_page
 bp = Blueprint("connections", __name__)
 
 MAX_SCOPE_PARAM = 1000
+MAX_RETURN_TO = 2000  # the length of vault_connect_states.return_to
 
 
 def _connection(name: str) -> Connection | None:
@@ -45,7 +46,10 @@ def start(name: str) -> Any:
     if connection is None:
         return error_page("Unknown connection", "There is no connection by that name.", 404)
     scope = request.args.get("scope", "")
-    return_to = safe_next(request.args.get("return_to"), url_for("connections.accounts"))
+    default = url_for("connections.accounts")
+    return_to = safe_next(request.args.get("return_to"), default)
+    if len(return_to) > MAX_RETURN_TO:
+        return_to = default
     runtime = context.runtime()
     try:
         if len(scope) > MAX_SCOPE_PARAM:

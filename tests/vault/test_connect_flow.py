@@ -314,3 +314,46 @@ def test_connections_page_lists_scopes_and_last_use_and_escapes_names(scene, app
     assert "No accounts connected yet." in empty.text
     assert marker not in empty.text and "Cal &lt;img" in empty.text
     assert "/connections/calendar/connect" in empty.text
+
+
+def test_disconnect_authenticates_revocation_with_the_connections_method(scene, monkeypatch):
+    """RFC 7009 §2.1: the revocation request carries the client's credentials as it
+    authenticates at the token endpoint (RFC 6749 §2.3). A connection registered for
+    `client_secret_post` must not switch to HTTP Basic when revoking, or a provider that
+    holds it to its registered method refuses and the grant outlives the account."""
+    with transaction(scene.server.runtime.session_factory) as session:
+        session.execute(
+            update(Connection)
+            .where(Connection.name == "calendar")
+            .values(token_endpoint_auth_method="client_secret_post")
+        )
+    scene.connect("alice")
+    sent: list[requests.PreparedRequest] = []
+    original = requests.Session.send
+
+    def recording(self, request, **kwargs):
+        if request.url.endswith("/revoke"):
+            sent.append(request)
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", recording)
+    before = scene.calendar.stats()
+    done = _disconnect(scene.browser("alice"), scene.url)
+    assert done.status_code == 302
+    [revocation] = sent
+    assert "Authorization" not in set(revocation.headers), "no HTTP Basic credentials"
+    assert parse_qs(str(revocation.body))["client_id"] == [CLIENT_ID]
+    assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
+    assert scene.account("alice") is None
+
+
+def test_overlong_return_to_falls_back_without_a_server_error(scene):
+    """DESIGN: unknown or malformed input gets a clear answer and changes nothing else; a
+    relative return_to longer than the stored column (2000) is dropped like an unsafe one,
+    not a 500 from the database (PostgreSQL enforces the length)."""
+    http = scene.browser("alice")
+    callback = calendar_callback(http, _start(scene, return_to="/" + "a" * 2500), "alice")
+    done = http.get(callback, allow_redirects=False, timeout=10)
+    assert done.status_code == 302
+    assert done.headers["Location"] == "/account/connections"
+    assert scene.account("alice") is not None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -293,3 +295,47 @@ def test_interrupted_rotation_resumes_without_loss(migrated_database, tmp_path, 
         assert sum(_versions(factory).values()) == total
         scene.restart(vault_keys=ring2.without_key(1).serialize())
         _all_serve(scene, subjects)
+
+
+def test_refresh_saved_while_rotating_is_not_overwritten(migrated_database, tmp_path, monkeypatch):
+    """DESIGN token vault: a rotated upstream refresh token "is saved atomically ... a race
+    must never lose the account", and rotate-kek must lose nothing. A refresh that saves a
+    rotated refresh token while rotate-kek holds the old ciphertext in its batch must not
+    be overwritten by the re-wrap of the old one (RFC 9700 §4.14.2: the old refresh token
+    is dead upstream once rotated)."""
+    ring1 = KeyRing.generate()
+    ring2 = ring1.with_new_key()
+    with _rotation_scene(migrated_database, tmp_path, ring1) as scene:
+        subject = scene.subject_token("alice")
+        scene.connect("alice")
+        assert scene.federated(subject).status_code == 200
+        old_refresh_token = scene.stored_refresh_token("alice")
+        scene.restart(vault_keys=ring2.serialize())  # servers get the new KEK first
+        scene.expire_cached("alice")
+        account = scene.account("alice")
+        assert account is not None
+        target = account.refresh_token_sealed
+        factory = scene.app.extensions["authserver"].session_factory
+        served: list[Any] = []
+        racer = threading.Thread(target=lambda: served.append(scene.federated(subject)))
+
+        def racing(keyring, blob, **kwargs):
+            if blob == target and not racer.is_alive() and not served:
+                racer.start()  # a refresh of alice's account, from another request
+                racer.join(timeout=3)  # it finishes now unless the row is locked
+            return rewrap(keyring, blob, **kwargs)
+
+        monkeypatch.setattr(rotation, "rewrap", racing)
+        rotation.rewrap_all(factory, ring2)
+        racer.join(timeout=30)
+        assert served and served[0].status_code == 200, "the racing refresh was served"
+        rotated = scene.stored_refresh_token("alice")
+        assert rotated != old_refresh_token, "the rotated refresh token was kept"
+        monkeypatch.setattr(rotation, "rewrap", rewrap)
+        assert rotation.rewrap_all(factory, ring2)["remaining"] == 0
+
+        scene.restart(vault_keys=ring2.without_key(1).serialize())
+        scene.expire_cached("alice")
+        again = scene.federated(subject)
+        assert again.status_code == 200, again.text
+        assert scene.freebusy(again.json()["access_token"]).status_code == 200
