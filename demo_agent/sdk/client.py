@@ -142,16 +142,19 @@ class AuthClient(DelegatedTokens):
         callback = signin.run_browser_step(request, user_agent, announce, opener, timeout)
         code = signin.authorization_code(callback, request, self.discovery)
         tokens = self.token_request(signin.code_form(code, request))
-        claims = self._check_id_token(tokens, request.nonce)
+        claims = self._check_id_token(tokens, request.nonce, scope)
         with self._lock:
             self._tokens, self.id_claims = tokens, claims
             self._username = None
             self._exchanged.clear()
         return tokens
 
-    def _check_id_token(self, tokens: TokenSet, nonce: str | None) -> dict[str, Any]:
+    def _check_id_token(
+        self, tokens: TokenSet, nonce: str | None, requested: str = ""
+    ) -> dict[str, Any]:
         if tokens.id_token is None:
-            if "openid" in tokens.scope.split():
+            # RFC 6749 §5.1: a response without `scope` was granted the requested one.
+            if "openid" in (tokens.scope or requested).split():
                 raise SignInError("an openid sign-in returned no ID token")
             return {}
         return verify_id_token(tokens.id_token, self.discovery, self.client_id, nonce, self.clock())

@@ -80,7 +80,8 @@ def authorization_code(
     if parts[:3] != expected[:3]:
         raise SignInError("the authorization response came back to another address")
     params = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    if not hmac.compare_digest(params.get("state", ""), request.state):
+    # Bytes: compare_digest raises TypeError on non-ASCII str, which anyone can send here.
+    if not hmac.compare_digest(params.get("state", "").encode(), request.state.encode()):
         raise SignInError("the authorization response's state does not match (RFC 6749 §10.12)")
     _check_iss(params.get("iss"), discovery)
     if "error" in params:

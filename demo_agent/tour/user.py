@@ -126,7 +126,7 @@ class SimulatedUser:
                 response = self._request("GET", target)
                 continue
             if response.status_code != 200:
-                raise TourError(f"{response.url} answered {response.status_code}")
+                raise TourError(f"{shown_url(str(response.url))} answered {response.status_code}")
             form = self._form_to_answer(response.text)
             if form is None:
                 return str(response.url)
@@ -163,7 +163,9 @@ class SimulatedUser:
                 self.say("the browser returns to the agent's loopback address")
                 self._request("GET", target)
             except Exception as error:  # noqa: BLE001 (reported; the SDK times out)
-                self.say(f"could not finish signing in: {error}")
+                # An HTTP library's message quotes the URL, code and all: name the failure only.
+                reason = error if isinstance(error, TourError) else type(error).__name__
+                self.say(f"could not finish signing in: {reason}")
 
         self.say("opens the sign-in link in her browser")
         threading.Thread(target=browse, daemon=True).start()
@@ -174,7 +176,7 @@ class SimulatedUser:
         self.say("opens the connect link the agent printed")
         landed = self.walk(connect_uri, leave=lambda target: False)
         if not landed.startswith(self.issuer + "/account/connections"):
-            raise TourError(f"connecting ended at {landed}, not the connections page")
+            raise TourError(f"connecting ended at {shown_url(landed)}, not the connections page")
         self.say("sees the calendar listed under connected accounts")
 
     def decide(self, binding_message: str, decision: str, timeout: float = 60.0) -> ApprovalCard:

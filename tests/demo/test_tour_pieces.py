@@ -3,11 +3,16 @@ person must read the approval page the way a person does (by the code shown)."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+import requests
+
 from demo_agent.sdk import Redactor
 from demo_agent.sdk.masking import fingerprint
 from demo_agent.tour.narrator import Narrator
 from demo_agent.tour.pages import approval_cards, forms
-from demo_agent.tour.user import shown_form, shown_url
+from demo_agent.tour.user import Credentials, SimulatedUser, TourError, shown_form, shown_url
 
 CARD = """
 <article class="approval" id="req-abc-1">
@@ -65,3 +70,61 @@ def test_the_narrator_scrubs_known_secrets_and_any_jwt():
     narrator.line(f"leak? refresh-token-value-0123456789 and {jwt_like}")
     assert "refresh-token-value-0123456789" not in printed[0]
     assert jwt_like not in printed[0] and printed[0].count("<redacted sha256:") == 2
+
+
+class _Answers:
+    """Stands in for the simulated person's HTTP session: one canned answer per URL."""
+
+    def __init__(self, status: int, url: str) -> None:
+        self.status, self.url = status, url
+
+    def request(self, method, url, **_kwargs):
+        response = requests.Response()
+        response.status_code, response.url = self.status, self.url
+        response._content = b"<p>error</p>"
+        return response
+
+
+def test_a_failing_page_is_reported_without_its_code():
+    """STYLE: never print a code. When the page an authorization response lands on fails
+    (here the vault's callback, with the upstream provider's code in its query), the tour's
+    error names the URL with its code masked, as its other lines do."""
+    code = "upstream-authorization-code-0123456789"
+    landing = f"http://127.0.0.1:8000/connections/calendar/callback?code={code}&state=s1"
+    printed: list[str] = []
+    user = SimulatedUser(
+        Narrator(Redactor(), printed.append),
+        "http://127.0.0.1:8000",
+        Credentials("alice", "pw"),
+        "http://127.0.0.1:8002",
+        Credentials("alice", "pw"),
+    )
+    user.http = _Answers(400, landing)
+    with pytest.raises(TourError) as raised:
+        user.walk(landing, leave=lambda target: False)
+    assert code not in str(raised.value) and f"sha256:{fingerprint(code)}" in str(raised.value)
+    assert not any(code in line for line in printed)
+
+
+def test_a_failed_sign_in_is_reported_without_the_code_in_the_url():
+    """The loopback redirect carries the authorization code; if the browser cannot deliver
+    it (the agent stopped listening), the person's line says so without printing the code
+    that an HTTP library's error message quotes."""
+    code = "loopback-authorization-code-0123456789"
+    printed: list[str] = []
+    user = SimulatedUser(
+        Narrator(Redactor(), printed.append),
+        "http://127.0.0.1:8000",
+        Credentials("alice", "pw"),
+        "http://127.0.0.1:8002",
+        Credentials("alice", "pw"),
+    )
+    callback = f"http://127.0.0.1:9/callback?code={code}&state=s1"
+    user.walk = lambda url, leave: callback  # signed in and consented already
+    user.open_in_browser("http://127.0.0.1:8000/authorize?client_id=demo-agent")
+    for _ in range(100):
+        if any("could not finish" in line for line in printed):
+            break
+        time.sleep(0.05)
+    assert any("could not finish" in line for line in printed)
+    assert not any(code in line for line in printed)

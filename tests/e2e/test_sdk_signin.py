@@ -6,6 +6,7 @@ OIDC Core §3.1.3.7 (ID token validation), RFC 6749 §6 with rotation (RFC 9700 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -169,3 +170,47 @@ def test_discovery_issuer_must_match(scene):
     client.discovery.issuer = f"http://localhost:{port}"
     with pytest.raises(SdkError, match="another issuer"):
         client.discovery.metadata()
+
+
+@pytest.mark.parametrize("state", ["\u00e9t\u00e9", "attacker-\u2603"])
+def test_non_ascii_state_is_refused_as_a_sign_in_error(scene, state):
+    """RFC 6749 §10.12: a callback whose state is not ours is refused with `SignInError`,
+    whatever its characters; any web page can send one to the loopback listener, and a
+    TypeError out of the comparison would end the agent instead. No token is issued."""
+    client = scene.client()
+    before = {}
+
+    def forged(url: str) -> str:
+        callback = scene.browser().authorize(url)
+        before.update(issued_counts(scene.server.app))
+        return _with(callback, state=state)
+
+    with pytest.raises(SignInError, match="state"):
+        client.sign_in(forged, scope=AGENT_SCOPE)
+    assert issued_counts(scene.server.app) == before
+    assert not client.signed_in
+
+
+class _WithoutScopeAndIdToken(requests.Session):
+    """A token endpoint that omits `scope` (RFC 6749 §5.1: then it is the requested one)
+    and the ID token, as a faulty or manipulated server would."""
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        response = super().request(method, url, *args, **kwargs)
+        data = kwargs.get("data") or {}
+        if method == "POST" and data.get("grant_type") == "authorization_code":
+            body = response.json()
+            body.pop("scope", None)
+            body.pop("id_token", None)
+            response._content = json.dumps(body).encode()
+        return response
+
+
+def test_openid_sign_in_without_id_token_is_refused_when_scope_is_omitted(scene):
+    """OIDC Core §3.1.3.3: a code redeemed for an `openid` request returns an ID token; a
+    response without `scope` was granted the requested scope (RFC 6749 §5.1), so it still
+    needs one, or the nonce and audience checks (§3.1.3.7) would be skipped."""
+    client = scene.client(session=_WithoutScopeAndIdToken())
+    with pytest.raises(SignInError, match="no ID token"):
+        client.sign_in(scene.browser().authorize, scope=AGENT_SCOPE)
+    assert not client.signed_in and client.id_claims == {}
