@@ -110,6 +110,26 @@ def test_id_token_subject(app, client, browser, setup):
     assert token["scope"] == "portfolio:read" and "act" not in token
 
 
+def test_revoking_the_grant_ends_its_id_token_as_a_subject(app, client, browser, setup):
+    """An ID token has no record of its own, but it came from one grant (same user, client and
+    sign-in `auth_time`). Revoking that grant (RFC 7009 §2.1, through its refresh token)
+    deactivates what was exchanged from the ID token, and the ID token, though unexpired,
+    is refused as a subject from then on. Nothing more is issued."""
+    agent, tokens = signed_in_agent(app, browser)
+    exchanged = exchange(client, agent, tokens["id_token"], SUBJECT_ID, scope="portfolio:read")
+    assert exchanged.status_code == 200, exchanged.json
+    revoked = client.post("/revoke", auth=agent.basic_auth, data={"token": tokens["refresh_token"]})
+    assert revoked.status_code == 200
+    introspection = client.post(
+        "/introspect", auth=agent.basic_auth, data={"token": exchanged.json["access_token"]}
+    )
+    assert introspection.json == {"active": False}
+    before = issued_counts(app)
+    again = exchange(client, agent, tokens["id_token"], SUBJECT_ID, scope="portfolio:read")
+    assert again.status_code == 400 and again.json["error"] == "invalid_request"
+    assert issued_counts(app) == before
+
+
 def test_id_token_of_another_client_is_refused(app, client, setup):
     """OIDC Core §2: an ID token is for its audience only. Front ends pass ID tokens around
     freely, so another client's ID token is no credential here, even for a client with

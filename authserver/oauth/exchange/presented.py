@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...models import Consent, Grant, now
+from ...models import Grant, now
 from ...tokens import InvalidOwnToken, TokenMinter
 from ..endpoints.lookup import find_access_token, find_refresh_token
 from ..scopes import scope_list
@@ -86,10 +87,35 @@ def _from_refresh_token(session: Session, value: str, requester: str) -> Present
     )
 
 
+def _live_grant_of(session: Session, claims: dict[str, Any], client_id: str) -> Grant | None:
+    """The unrevoked grant the ID token was issued from: same user, client and sign-in.
+
+    An ID token has no record of its own; its `auth_time` names the sign-in, and every
+    grant remembers its sign-in's `auth_time`. Tying the exchange to that grant means
+    revoking it (RFC 7009, refresh reuse, a replayed code) also ends the ID token as a
+    subject, and ends the tokens exchanged from it.
+    """
+    auth_time = claims.get("auth_time")
+    if not isinstance(auth_time, int):
+        return None
+    return session.scalar(
+        select(Grant)
+        .where(
+            Grant.user_id == str(claims["sub"]),
+            Grant.client_id == client_id,
+            Grant.auth_time == auth_time,
+            Grant.revoked_at.is_(None),
+            Grant.expires_at > now(),
+        )
+        .order_by(Grant.created_at.desc())
+        .limit(1)
+    )
+
+
 def _from_id_token(
     session: Session, minter: TokenMinter, value: str, requester: str
 ) -> PresentedToken:
-    """An ID token proves who the user is; its scopes are what the user consented to its client.
+    """An ID token proves who the user is; its scopes are those of the grant it came from.
 
     Only its audience may present it (OIDC Core §2: `aud` is the client it is for). ID
     tokens travel through front ends and logs far more than access tokens do; accepting
@@ -105,11 +131,14 @@ def _from_id_token(
         raise UnusableToken("ID token without a single audience, or expired")
     if client_id != requester:
         raise UnusableToken("ID token issued to another client")
-    consent = session.get(Consent, (str(claims["sub"]), client_id))
+    grant = _live_grant_of(session, claims, client_id)
+    if grant is None:
+        raise UnusableToken("the ID token's grant is revoked or expired")
     return PresentedToken(
         subject=str(claims["sub"]),
         client_id=client_id,
-        scopes=scope_list(consent.scope if consent else ""),
+        scopes=scope_list(grant.scope),
+        grant_id=grant.id,
         auth_time=claims.get("auth_time"),
         claims=claims,
     )
