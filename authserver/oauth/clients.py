@@ -25,17 +25,24 @@ def _without_port(netloc: str) -> str:
 
 
 def loopback_match(registered: str, requested: str) -> bool:
-    """RFC 8252 §7.3: same scheme, loopback host, path and query; any port."""
-    reg, req = urlsplit(registered), urlsplit(requested)
-    if reg.scheme != "http" or req.scheme != "http":
+    """RFC 8252 §7.3: same scheme, loopback host, path and query; any port.
+
+    A requested URI that is not a valid URL (an unclosed IPv6 literal, a port out of range
+    or not ASCII digits) matches nothing: urllib raises ValueError for it, which was a 500.
+    """
+    try:
+        reg, req = urlsplit(registered), urlsplit(requested)
+        if reg.scheme != "http" or req.scheme != "http":
+            return False
+        reg_host, req_host = _without_port(reg.netloc), _without_port(req.netloc)
+        return (
+            reg_host in LOOPBACK_HOSTS
+            and reg_host == req_host
+            and (reg.path, reg.query, reg.fragment) == (req.path, req.query, req.fragment)
+            and req.port is not None
+        )
+    except ValueError:
         return False
-    reg_host, req_host = _without_port(reg.netloc), _without_port(req.netloc)
-    return (
-        reg_host in LOOPBACK_HOSTS
-        and reg_host == req_host
-        and (reg.path, reg.query, reg.fragment) == (req.path, req.query, req.fragment)
-        and req.port is not None
-    )
 
 
 class OAuthClient(ClientMixin):

@@ -35,7 +35,10 @@ def known_scopes(session: Session) -> set[str]:
 
 
 def _is_valid_resource_uri(value: str) -> bool:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 literal: malformed, so invalid_target, not a 500
+        return False
     return bool(parts.scheme and parts.netloc) and not parts.fragment and "#" not in value
 
 

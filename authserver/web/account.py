@@ -76,25 +76,27 @@ def login_submit() -> Any:
         )
     address = context.client_address()
     throttle = login_throttle()
-    retry_after = throttle.retry_after(username, address)
+    user = _find_user(username)
+    # Failures count per account (ASVS V2.2.1): a username and an email address naming the
+    # same account share one counter (the one approvals re-authentication uses too).
+    counted_name = user.username if user is not None else username
+    retry_after = throttle.retry_after(counted_name, address)
     if retry_after is not None:
-        known = _find_user(username)
         context.record(
             "login",
             "throttled",
-            user_id=known.id if known else None,
-            details=_attempted_name(username, known),
+            user_id=user.id if user else None,
+            details=_attempted_name(username, user),
         )
         context.commit()
         page = _login_form_error(
             "Too many failed attempts. Try again later.", 429, next_url, username
         )
         return page[0], 429, {"Retry-After": str(retry_after)}
-    user = _find_user(username)
     runtime = context.runtime()
     ok = runtime.passwords.verify(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
-        throttle.record_failure(username, address)
+        throttle.record_failure(counted_name, address)
         context.record(
             "login",
             "failure",

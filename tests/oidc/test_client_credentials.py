@@ -98,10 +98,13 @@ def test_scope_not_allowed_is_invalid_scope(app, client, service, scope):
     assert issued_counts(app) == before
 
 
-def test_unknown_resource_is_invalid_target(app, client, service):
-    """RFC 8707 §2: an unregistered resource is invalid_target."""
+@pytest.mark.parametrize(
+    "resource", ["https://unknown.example.com", "https://[::1", "https://api.example.com:99999"]
+)
+def test_unknown_resource_is_invalid_target(app, client, service, resource):
+    """RFC 8707 §2: an unregistered or malformed resource is invalid_target (never a 500)."""
     before = issued_counts(app)
-    response = client_credentials(client, service, resource="https://unknown.example.com")
+    response = client_credentials(client, service, resource=resource)
     token_error(response, "invalid_target")
     assert issued_counts(app) == before
 

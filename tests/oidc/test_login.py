@@ -159,6 +159,19 @@ def test_throttled_per_username(app, client, alice):
     assert attempt(client, "bob", DEFAULT_PASSWORD, address="192.0.2.202").status_code == 302
 
 
+def test_username_and_email_share_one_account_counter(app, client, alice):
+    """ASVS V2.2.1: failures are counted per account; signing in by email address names the
+    same account, so alternating username and email must not double the attempts allowed."""
+    names = ["alice", "alice@example.com"]
+    for index in range(LIMIT):
+        name = names[index % 2]
+        response = attempt(client, name, "wrong password", address=f"203.0.113.{index}")
+        assert response.status_code == 401, index
+    assert_throttled(attempt(client, "alice@example.com", "wrong password", address="192.0.2.9"))
+    assert_throttled(attempt(client, "Alice", DEFAULT_PASSWORD, address="192.0.2.10"))
+    assert signed_in_user(client) is None
+
+
 def test_throttled_per_address(app, client, alice):
     """ASVS V2.2.1: 10 failures from one address, each for a different username, block that
     address, even for a correct password; other addresses can still sign in."""

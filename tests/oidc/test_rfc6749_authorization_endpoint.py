@@ -144,6 +144,28 @@ def test_confidential_client_gets_no_loopback_port_leeway(app, signed_in):
     assert issued_counts(app) == before
 
 
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "http://127.0.0.1:99999/callback",
+        "http://127.0.0.1:65536/callback",
+        "http://127.0.0.1:\u0968\u0966/callback",
+        "http://[::1/callback",
+    ],
+    ids=["port-too-large", "port-65536", "non-ascii-digits", "unclosed-ipv6"],
+)
+def test_malformed_loopback_redirect_is_a_page_not_a_500(app, signed_in, redirect_uri):
+    """§4.1.2.1 / RFC 8252 §7.3: a loopback redirect URI that is not a valid URL (a port out
+    of range, an unclosed IPv6 literal) is an invalid redirect URI: a page, never a 500."""
+    native = make_public_client(app)
+    params = valid_params(native, redirect_uri=redirect_uri)
+    before = issued_counts(app)
+    page = error_page(get_authorize(signed_in, params))
+    assert "The 'redirect_uri' is not registered for this client." in page
+    assert last_refusal(app, "authorize") == "invalid_request"
+    assert issued_counts(app) == before
+
+
 @pytest.mark.parametrize("name", ["client_id", "redirect_uri"])
 def test_repeated_client_id_or_redirect_uri_is_a_page(app, signed_in, rp, name):
     """§3.1: parameters MUST NOT repeat; for these two the redirect cannot be trusted."""

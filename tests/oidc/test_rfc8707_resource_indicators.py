@@ -92,8 +92,17 @@ def test_two_resources_give_both_audiences(app, client, signed_in, rp, issuer):
         "api.example.com",
         "/relative",
         "urn:example:api",
+        "https://[::1",
     ],
-    ids=["unregistered", "trailing-slash", "fragment", "no-scheme", "relative", "urn-unknown"],
+    ids=[
+        "unregistered",
+        "trailing-slash",
+        "fragment",
+        "no-scheme",
+        "relative",
+        "urn-unknown",
+        "unclosed-ipv6",
+    ],
 )
 def test_bad_resource_at_authorize_is_invalid_target(app, signed_in, rp, issuer, resource):
     """§2: "the authorization server ... MUST reject" an invalid, unknown or fragment-bearing
