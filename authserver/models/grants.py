@@ -103,4 +103,9 @@ class Consent(Base):
         ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True
     )
     scope: Mapped[str] = mapped_column(String(1000), default="")
+    # The scopes approved for each resource server ("" for requests naming none): approving
+    # `read` at one API is not approving it at another that also defines `read`.
+    scopes_by_resource: Mapped[dict[str, list[str]]] = mapped_column(
+        JsonValue, default=dict, server_default="{}"
+    )
     updated_at: Mapped[int] = mapped_column(default=now)

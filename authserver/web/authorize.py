@@ -102,7 +102,15 @@ def _needs_consent(grant: Any, user: User) -> bool:
     consent = context.db().get(Consent, (user.id, client.client_id))
     if consent is None:
         return True  # even an empty scope: a code reveals who the user is to the client
-    return not set(scope_list(grant.request.scope)) <= set(scope_list(consent.scope))
+    asked = set(scope_list(grant.request.scope))
+    approved = consent.scopes_by_resource or {}
+    return any(not asked <= set(approved.get(target, ())) for target in _consent_targets(grant))
+
+
+def _consent_targets(grant: Any) -> list[str]:
+    """The resource servers the request names (RFC 8707), or "" for none."""
+    resources = getattr(grant.request, "resources", None) or []
+    return [resource.identifier for resource in resources] or [""]
 
 
 def _issue_code(grant: Any, user: User) -> Any:
@@ -164,8 +172,13 @@ def _remember_consent(user: User, grant: Any) -> None:
     if consent is None:
         consent = Consent(user_id=user.id, client_id=client_id, scope="")
         context.db().add(consent)
-    merged = dict.fromkeys(scope_list(consent.scope) + scope_list(grant.request.scope))
+    asked = scope_list(grant.request.scope)
+    merged = dict.fromkeys(scope_list(consent.scope) + asked)
     consent.scope = " ".join(merged)
+    by_resource = dict(consent.scopes_by_resource or {})  # a new object: JSON is not mutable
+    for target in _consent_targets(grant):
+        by_resource[target] = list(dict.fromkeys([*by_resource.get(target, []), *asked]))
+    consent.scopes_by_resource = by_resource
     consent.updated_at = now()
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import JSON, Boolean, Integer, MetaData, Table, inspect, select
 
 from authserver import migrate
 from authserver.db import make_engine
-from authserver.models import Base
+from authserver.models import Base, Consent
 from tests.support.live import isolated_database
 from vault.models import VaultBase
 
@@ -68,3 +68,34 @@ def test_every_migration_downgrades_and_upgrades_again(empty_database):
     command.upgrade(config, "head")
     assert tables(engine) == MODEL_TABLES
     migrate.check(url)
+
+
+def _insert(connection, table_name: str, **values) -> None:
+    """A row with `values` and a placeholder for every other required column (as reflected)."""
+    table = Table(table_name, MetaData(), autoload_with=connection)
+    placeholders = {Boolean: False, Integer: 0, JSON: []}
+    for column in table.columns:
+        if column.name in values or column.nullable or column.server_default is not None:
+            continue
+        kind = next((t for t in placeholders if isinstance(column.type, t)), None)
+        values[column.name] = placeholders[kind] if kind else "x"
+    connection.execute(table.insert().values(**values))
+
+
+def test_existing_consents_keep_covering_requests_without_a_resource(empty_database):
+    """0006 records consent per resource server. A consent given before it was given without
+    regard to the resource: it keeps its scopes for requests naming none (""), and
+    requests naming a resource are asked again."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0005")
+    with engine.begin() as connection:
+        _insert(connection, "users", id="u1", username="alice")
+        _insert(connection, "clients", client_id="c1", scope="openid read")
+        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid read")
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        [value] = connection.execute(
+            select(Consent.scopes_by_resource).where(Consent.user_id == "u1")
+        ).scalars()
+    assert value == {"": ["openid", "read"]}

@@ -178,3 +178,25 @@ def test_too_many_resources(app, signed_in, rp, issuer):
     before = issued_counts(app)
     redirect_error(signed_in.authorize(params), rp, "invalid_target", issuer)
     assert issued_counts(app) == before
+
+
+def test_consent_is_per_resource(app, signed_in, rp):
+    """The consent page names the API the scopes are for, so a remembered consent covers that
+    API only: `read` approved at one resource server is asked again at another that also
+    defines `read`. The same request at the first API is not asked again (the control)."""
+    other = "https://other-api.example.com"
+    make_resource(app, other, scopes=("read",), name="Other")
+    signed_in.code_for(
+        code_params(rp.client_id, rp.redirect_uri, scope="openid read", resource=[API])
+    )
+
+    def first_step(resource: str) -> str:
+        params = code_params(
+            rp.client_id, rp.redirect_uri, scope="openid read", resource=[resource]
+        )
+        response = signed_in.client.get("/authorize", query_string=params)
+        assert response.status_code == 302
+        return response.headers["Location"]
+
+    assert first_step(other).startswith("/consent")
+    assert first_step(API).startswith(rp.redirect_uri)
