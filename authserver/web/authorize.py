@@ -95,10 +95,12 @@ def _needs_consent(grant: Any, user: User) -> bool:
     client = grant.request.client.model
     if "consent" in grant.request.prompts:
         return True
-    if client.skip_consent:
-        return False
+    # An action to approve (RFC 9396) is always shown, even to a first-party client that
+    # skips consent: trusting the client is not approving what it asks to do.
     if getattr(grant.request, "authorization_details", None):
         return True
+    if client.skip_consent:
+        return False
     consent = context.db().get(Consent, (user.id, client.client_id))
     if consent is None:
         return True  # even an empty scope: a code reveals who the user is to the client

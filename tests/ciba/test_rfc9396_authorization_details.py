@@ -221,6 +221,20 @@ def test_registration_refuses_a_summary_the_page_cannot_show(app, summary):
             add_detail_type(session, resource, spec)
 
 
+def test_first_party_client_still_shows_the_action(app, signed_in, broker):
+    """A client registered with skip_consent (first party) signs people in without a consent
+    page, but an action to approve (RFC 9396) is always shown: trusting the client is not
+    approving what it asks to do."""
+    first_party = make_client(
+        app, "first-party", scope="openid profile portfolio:read", skip_consent=True
+    )
+    plain = signed_in.client.get("/authorize", query_string=authorize_params(first_party))
+    assert plain.headers["Location"].startswith(first_party.redirect_uri)
+    params = authorize_params(first_party, authorization_details=json.dumps([TRADE]))
+    page = consent_page(signed_in, params)
+    assert "buy 10 NET at no more than 120.00 USD" in page
+
+
 def test_consent_page_escapes_details(app, signed_in, rp):
     """Values chosen by the client are text on the page, never markup."""
     register_note_type(app)
