@@ -85,6 +85,16 @@ class _Answers:
         return response
 
 
+def _simulated_user(printed: list[str]) -> SimulatedUser:
+    return SimulatedUser(
+        Narrator(Redactor(), printed.append),
+        "http://127.0.0.1:8000",
+        Credentials("alice", "pw"),
+        "http://127.0.0.1:8002",
+        Credentials("alice", "pw"),
+    )
+
+
 def test_a_failing_page_is_reported_without_its_code():
     """STYLE: never print a code. When the page an authorization response lands on fails
     (here the vault's callback, with the upstream provider's code in its query), the tour's
@@ -92,13 +102,7 @@ def test_a_failing_page_is_reported_without_its_code():
     code = "upstream-authorization-code-0123456789"
     landing = f"http://127.0.0.1:8000/connections/calendar/callback?code={code}&state=s1"
     printed: list[str] = []
-    user = SimulatedUser(
-        Narrator(Redactor(), printed.append),
-        "http://127.0.0.1:8000",
-        Credentials("alice", "pw"),
-        "http://127.0.0.1:8002",
-        Credentials("alice", "pw"),
-    )
+    user = _simulated_user(printed)
     user.http = _Answers(400, landing)
     with pytest.raises(TourError) as raised:
         user.walk(landing, leave=lambda target: False)
@@ -112,13 +116,7 @@ def test_a_failed_sign_in_is_reported_without_the_code_in_the_url():
     that an HTTP library's error message quotes."""
     code = "loopback-authorization-code-0123456789"
     printed: list[str] = []
-    user = SimulatedUser(
-        Narrator(Redactor(), printed.append),
-        "http://127.0.0.1:8000",
-        Credentials("alice", "pw"),
-        "http://127.0.0.1:8002",
-        Credentials("alice", "pw"),
-    )
+    user = _simulated_user(printed)
     callback = f"http://127.0.0.1:9/callback?code={code}&state=s1"
     user.walk = lambda url, leave: callback  # signed in and consented already
     user.open_in_browser("http://127.0.0.1:8000/authorize?client_id=demo-agent")

@@ -48,6 +48,14 @@ def refused_exchange(
     return response
 
 
+def own_token(client, agent) -> str:
+    """The agent's own client-credentials token (what a valid actor_token is)."""
+    response = client.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=agent.basic_auth
+    )
+    return response.json["access_token"]
+
+
 def resigned(runtime, token, **changes):
     """`token` with `changes` to its claims, signed again with this server's own key."""
     header = jwt.get_unverified_header(token)
@@ -98,9 +106,7 @@ def test_unsupported_subject_token_type(app, client, setup):
 
 def test_unsupported_actor_token_type(app, client, setup):
     """§2.1: the actor token must be of a type this server understands (its access tokens)."""
-    actor = client.post(
-        "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
-    ).json["access_token"]
+    actor = own_token(client, setup.agent)
     refused_exchange(
         app,
         client,
@@ -231,9 +237,7 @@ def test_invalid_actor_token(app, client, setup):
 
 def test_revoked_actor_token(app, client, setup):
     """§2.2.2: a revoked actor_token (RFC 7009) no longer speaks for the agent."""
-    actor = client.post(
-        "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
-    ).json["access_token"]
+    actor = own_token(client, setup.agent)
     client.post("/revoke", auth=setup.agent.basic_auth, data={"token": actor})
     refused_exchange(
         app,
@@ -256,9 +260,7 @@ def test_client_without_delegation_rights(app, client, setup):
 def test_client_without_delegation_rights_even_with_actor_token(app, client, setup):
     """An actor token is delegation too (§4.1): the client policy still decides."""
     plain = make_agent(app, "no-delegation", may_delegate=False)
-    actor = client.post(
-        "/token", data={"grant_type": "client_credentials"}, auth=plain.basic_auth
-    ).json["access_token"]
+    actor = own_token(client, plain)
     refused_exchange(
         app,
         client,
@@ -302,9 +304,7 @@ def test_may_act_naming_this_client_is_accepted(app, client, setup, runtime):
 def test_actor_token_of_another_client(app, client, setup):
     """The actor_token must be the requesting client's own token."""
     other = make_agent(app, "other-agent")
-    actor = client.post(
-        "/token", data={"grant_type": "client_credentials"}, auth=other.basic_auth
-    ).json["access_token"]
+    actor = own_token(client, other)
     refused_exchange(
         app,
         client,
