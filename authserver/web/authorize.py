@@ -20,6 +20,7 @@ from ..models import Consent, User, now
 from ..oauth.errors import ConsentRequiredError, LoginRequiredError
 from ..oauth.extensions.authorization_request import is_valid_state
 from ..oauth.scopes import scope_list
+from ..tokens import InvalidOwnToken
 from . import context
 from .extensions import server
 from .pages import error_page
@@ -74,6 +75,21 @@ def _needs_login(grant: Any, user: User) -> bool:
         return True
     max_age = grant.request.max_age
     return max_age is not None and now() - int(session.get("auth_time", 0)) > max_age
+
+
+def _hint_matches(user: User) -> bool:
+    """OIDC Core §3.1.2.2: with prompt=none, an `id_token_hint` naming someone other than the
+    signed-in user (or not an ID token of ours for this client) is login_required, not a
+    silent code for whoever happens to be signed in. Without prompt=none the hint is
+    advisory and the person signs in as they choose."""
+    hint = _params().get("id_token_hint")
+    if not hint:
+        return True
+    try:
+        claims = context.runtime().minter.verify(hint[:8192], typ="jwt", verify_exp=False)
+    except InvalidOwnToken:
+        return False
+    return claims.get("sub") == user.id and claims.get("aud") == _params().get("client_id")
 
 
 def _login_redirect() -> Any:
@@ -137,7 +153,7 @@ def authorize() -> Any:
         return authorization_error(error)
     prompt_none = "none" in grant.request.prompts
     state = grant.request.payload.state
-    if user is None or _needs_login(grant, user):
+    if user is None or _needs_login(grant, user) or (prompt_none and not _hint_matches(user)):
         if prompt_none:
             return _redirect_error(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))
         return _login_redirect()

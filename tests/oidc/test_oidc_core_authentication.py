@@ -220,6 +220,34 @@ def test_prompt_none_with_session_and_consent(app, signed_in, rp):
     assert query_of(response.headers["Location"])["code"]
 
 
+def _id_token(runtime, subject: str, client_id: str) -> str:
+    return runtime.minter.id_token(
+        client_id=client_id, alg="RS256", subject=subject, auth_time=now(), nonce=None,
+        access_token=None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("hint", ["other_user", "other_client", "not_a_token"])
+def test_prompt_none_with_a_hint_for_someone_else(app, runtime, signed_in, alice, rp, issuer, hint):
+    """§3.1.2.2 id_token_hint: with prompt=none, a hint naming another End-User (or not an ID
+    token of ours for this client) is login_required, never a silent code for whoever is
+    signed in. The same request with alice's own hint answers with a code (the control)."""
+    signed_in.authorize(params_for(rp))
+    bob = make_user(app, "bob")
+    hints = {
+        "other_user": _id_token(runtime, bob.id, rp.client_id),
+        "other_client": _id_token(runtime, alice.id, "another-client"),
+        "not_a_token": "not-a-token",
+    }
+    before = issued_counts(app)
+    response = get_authorize(signed_in, params_for(rp, prompt="none", id_token_hint=hints[hint]))
+    redirect_error(response, rp, "login_required", issuer)
+    assert issued_counts(app) == before
+    own = _id_token(runtime, alice.id, rp.client_id)
+    response = get_authorize(signed_in, params_for(rp, prompt="none", id_token_hint=own))
+    assert query_of(response.headers["Location"])["code"]
+
+
 def test_prompt_none_with_max_age_exceeded(app, browser, old_sign_in, rp, issuer):
     """§3.1.2.6 login_required: prompt=none cannot re-authenticate for max_age."""
     browser.authorize(params_for(rp))
