@@ -97,9 +97,27 @@ class LoginThrottle:
         ]
         return max(1, math.ceil(max(waits))) if waits else None
 
-    def record_failure(self, username: str, address: str) -> None:
+    def reserve(self, username: str, address: str) -> int | None:
+        """Count this attempt before the password is checked; Retry-After when over the limit.
+
+        The count is the storage's atomic increment, so parallel guesses cannot all pass a
+        check made before any of them is counted (a check-then-count race on PostgreSQL and
+        Redis). An attempt that turns out right is given back with `release`.
+        """
+        refused = [key for key in self._keys(username, address) if not self._hit(key, 1)]
+        if not refused:
+            return None
         for key in self._keys(username, address):
-            self._limiter.hit(self._rate, *key)
+            self._hit(key, -1)  # a refused request is no attempt: it must not extend the count
+        return self.retry_after(username, address) or 1
+
+    def release(self, username: str, address: str) -> None:
+        """The reserved attempt succeeded: only failures count."""
+        for key in self._keys(username, address):
+            self._hit(key, -1)
+
+    def _hit(self, key: tuple[str, str], cost: int) -> bool:
+        return self._limiter.hit(self._rate, *key, cost=cost)
 
 
 def make_storage(redis_url: str, session_provider: Callable[[], Session]) -> Storage:

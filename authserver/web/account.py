@@ -80,7 +80,7 @@ def login_submit() -> Any:
     # Failures count per account (ASVS V2.2.1): a username and an email address naming the
     # same account share one counter (the one approvals re-authentication uses too).
     counted_name = user.username if user is not None else username
-    retry_after = throttle.retry_after(counted_name, address)
+    retry_after = throttle.reserve(counted_name, address)
     if retry_after is not None:
         context.record(
             "login",
@@ -96,7 +96,6 @@ def login_submit() -> Any:
     runtime = context.runtime()
     ok = runtime.passwords.verify(user.password_hash if user else None, password)
     if not ok or user is None or not user.is_active:
-        throttle.record_failure(counted_name, address)
         context.record(
             "login",
             "failure",
@@ -105,6 +104,7 @@ def login_submit() -> Any:
         )
         context.commit()
         return _login_form_error(GENERIC_FAILURE, 401, next_url, username)
+    throttle.release(counted_name, address)
     if runtime.passwords.needs_rehash(user.password_hash):
         user.password_hash = runtime.passwords.hash(password)
     session.clear()

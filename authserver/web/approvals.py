@@ -160,16 +160,16 @@ def _decided_notice(done: str, request_id: str) -> str | None:
 def _password_ok() -> tuple[bool, int | None]:
     """Re-authentication for approvals, throttled like sign-in."""
     throttle, address = login_throttle(), context.client_address()
-    retry_after = throttle.retry_after(current_user.username, address)
+    retry_after = throttle.reserve(current_user.username, address)
     if retry_after is not None:
         return False, retry_after
     password = request.form.get("password", "")
     if 0 < len(password) <= 256 and context.runtime().passwords.verify(
         current_user.password_hash, password
     ):
+        throttle.release(current_user.username, address)
         return True, None
-    throttle.record_failure(current_user.username, address)
-    return False, None
+    return False, None  # the reserved attempt stays counted as a failure
 
 
 @bp.post("/approvals/<request_id>")

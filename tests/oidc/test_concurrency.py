@@ -19,7 +19,7 @@ from authserver.models import Grant
 from tests.support.apps import reset_database
 from tests.support.db import issued_counts, rows
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.support.flows import Pkce, code_params, query_of
+from tests.support.flows import Pkce, code_params, csrf_token, query_of
 from tests.support.live import LiveBrowser, live_server, server_env, server_processes
 
 RACERS = 20
@@ -143,3 +143,35 @@ def test_refresh_token_presented_concurrently_rotates_once(server, token_urls, r
         timeout=10,
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(server):
+    """ASVS V2.2.1: the sign-in limit (10 failures per username and address in the window)
+    holds against a burst: 20 wrong guesses for one account released together give exactly
+    10 wrong-password answers and 10 throttled ones, and the right password is refused
+    afterwards. Each attempt is counted before its password is checked, atomically; a
+    check-then-count would let the whole burst through on PostgreSQL."""
+    reset_database(server.app)
+    make_user(server.app, "carol")
+    login = f"{server.url}/login"
+    sessions = []
+    for _ in range(RACERS):
+        http = requests.Session()
+        page = http.get(login, timeout=10).text
+        sessions.append((http, csrf_token(page)))
+    barrier = threading.Barrier(RACERS)
+
+    def guess(index: int) -> int:
+        http, token = sessions[index]
+        barrier.wait(timeout=30)
+        form = {"csrf_token": token, "username": "carol", "password": f"wrong-{index}"}
+        return http.post(login, data=form, allow_redirects=False, timeout=60).status_code
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        statuses = sorted(pool.map(guess, range(RACERS)))
+    assert statuses == [401] * 10 + [429] * 10, statuses
+    http, token = sessions[0]
+    form = {"csrf_token": token, "username": "carol", "password": DEFAULT_PASSWORD}
+    assert http.post(login, data=form, allow_redirects=False, timeout=60).status_code == 429
+    for http, _ in sessions:
+        http.close()
