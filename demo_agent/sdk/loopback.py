@@ -1,13 +1,15 @@
 """The loopback redirect of a native app (RFC 8252 §7.3), and the system browser.
 
 `LoopbackReceiver` listens on the host, port and path of the client's registered
-redirect URI (e.g. `http://127.0.0.1:8765/callback`), accepts exactly one request on
-that path, answers with a short page telling the user to return to the terminal, and
-stops. The browser is opened only where one can show a page; the URL is always printed.
+redirect URI (e.g. `http://127.0.0.1:8765/callback`), accepts the first request on
+that path that carries the sign-in's `state` (others get 400: any local web page can
+reach the port), answers it with a short page telling the user to return to the
+terminal, and stops. The browser is opened only where one can show a page; the URL is always printed.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 import sys
@@ -16,7 +18,7 @@ import webbrowser
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import SdkError
 
@@ -49,8 +51,11 @@ class _IPv6Server(HTTPServer):
 class LoopbackReceiver:
     """A one-shot HTTP listener; `wait()` returns the full callback URL it received."""
 
-    def __init__(self, target: RedirectTarget) -> None:
+    def __init__(self, target: RedirectTarget, state: str | None = None) -> None:
         self.target = target
+        # With the sign-in's state, a request without it (another page poking the port) is
+        # answered 400 and the listener keeps waiting, so it cannot cancel the sign-in.
+        self._state = state
         self._received: str | None = None
         self._done = threading.Event()
         server_class = _IPv6Server if ":" in target.host else HTTPServer
@@ -79,13 +84,25 @@ class LoopbackReceiver:
             raise SdkError("no sign-in callback arrived in time")
         return self._received
 
+    def _expected(self, query: str) -> bool:
+        if self._state is None:
+            return True
+        values = parse_qs(query, keep_blank_values=True).get("state", [])
+        return len(values) == 1 and hmac.compare_digest(
+            values[0].encode("utf-8", "surrogatepass"), self._state.encode()
+        )
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if urlsplit(self.path).path != receiver.target.path or receiver._done.is_set():
+                parts = urlsplit(self.path)
+                if parts.path != receiver.target.path or receiver._done.is_set():
                     self.send_error(404)
+                    return
+                if not receiver._expected(parts.query):
+                    self.send_error(400, "Not the sign-in this agent is waiting for")
                     return
                 host = receiver.target.host
                 shown = f"[{host}]" if ":" in host else host

@@ -63,9 +63,7 @@ class PingReceiver:
         with self._lock:
             entries = list(self._waiting.items())
         for token, (auth_req_id, event) in entries:
-            if hmac.compare_digest(token, bearer) and hmac.compare_digest(
-                auth_req_id, body["auth_req_id"]
-            ):
+            if _same(token, bearer) and _same(auth_req_id, body["auth_req_id"]):
                 event.set()
                 return True
         return False
@@ -81,9 +79,12 @@ class PingReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 scheme, _, bearer = self.headers.get("Authorization", "").partition(" ")
-                length = int(self.headers.get("Content-Length") or 0)
-                if urlsplit(self.path).path != receiver.path or length > MAX_BODY:
+                if urlsplit(self.path).path != receiver.path:
                     self.send_error(404)
+                    return
+                length = _content_length(self.headers.get("Content-Length"))
+                if length is None:
+                    self.send_error(400)  # unreadable, negative or too large: nothing is read
                     return
                 try:
                     body = json.loads(self.rfile.read(length) or b"null")
@@ -97,3 +98,20 @@ class PingReceiver:
                 """Silent: a ping carries a bearer token and an auth_req_id."""
 
         return Handler
+
+
+def _same(expected: str, presented: str) -> bool:
+    """Constant-time, for any characters: compare_digest raises TypeError on non-ASCII str."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
+    )
+
+
+def _content_length(value: str | None) -> int | None:
+    """The body's length when it is a plain number up to MAX_BODY, else None."""
+    if value is None or value == "":
+        return 0
+    if not value.isascii() or not value.isdigit():
+        return None
+    length = int(value)
+    return length if length <= MAX_BODY else None

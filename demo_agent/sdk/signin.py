@@ -111,7 +111,8 @@ def run_browser_step(
     """The callback URL: from `user_agent` if given, else through the loopback listener."""
     if user_agent is not None:
         return user_agent(request.url)
-    with LoopbackReceiver(RedirectTarget.from_uri(request.redirect_uri)) as receiver:
+    target = RedirectTarget.from_uri(request.redirect_uri)
+    with LoopbackReceiver(target, state=request.state) as receiver:
         opened = opener(request.url)
         verb = "Your browser should open; if not, open" if opened else "Open"
         announce(f"{verb} this URL to sign in:\n  {request.url}")

@@ -7,8 +7,11 @@ an RFC 9396 `trade` entry that the broker checks before placing the order.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -166,6 +169,34 @@ def test_ping_receiver_refuses_a_wrong_bearer(scene):
     assert not receiver.wait("right-token", 0)
     good = _ping(endpoint, "right-token", "req-1")
     assert good.status_code == 204 and receiver.wait("right-token", 0)
+
+
+def test_ping_receiver_survives_malformed_pings(scene):
+    """Anyone on the machine can post to the ping port: a non-ASCII bearer is a 401 (a
+    constant-time compare of str raised TypeError), a Content-Length that is negative, not
+    a number or too large is a 400 with nothing read, and the real ping still works."""
+    endpoint = f"http://127.0.0.1:{free_port()}/ciba/ping"
+    client = AuthClient(scene.issuer, "x", "y", ciba_mode="ping", notification_endpoint=endpoint)
+    scene.clients.append(client)
+    receiver = client.ciba.ping_receiver()
+    receiver.expect("right-token", "req-1")
+    assert _ping(endpoint, "right-token", "r\u00e9q-1").status_code == 401
+    accented = requests.post(
+        endpoint,
+        data=json.dumps({"auth_req_id": "req-1"}).encode(),
+        headers={"Authorization": "Bearer t\u00f6ken".encode("latin-1")},
+        timeout=5,
+    )
+    assert accented.status_code == 401
+    for length in ("-1", "ten", str(10**9)):
+        with socket.create_connection(("127.0.0.1", urlsplit(endpoint).port), timeout=5) as raw:
+            raw.sendall(
+                f"POST /ciba/ping HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                "Authorization: Bearer right-token\r\n\r\n".encode()
+            )
+            assert raw.recv(64).startswith(b"HTTP/1.0 400"), length
+    assert not receiver.wait("right-token", 0)
+    assert _ping(endpoint, "right-token", "req-1").status_code == 204
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,28 @@ def test_sign_in_over_the_loopback_listener(scene):
     assert landed[0].status_code == 200 and "close this window" in landed[0].text
 
 
+def test_a_stray_callback_cannot_cancel_the_sign_in(scene):
+    """Any web page can send a request to the loopback port. One without this sign-in's
+    state is answered 400 and the listener keeps waiting; the real callback then completes
+    the sign-in (RFC 8252 §7.3, RFC 6749 §10.12)."""
+    client = scene.client()
+    strays: list[int] = []
+
+    def opener(url: str) -> bool:
+        def browse() -> None:
+            redirect_uri = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+            for query in ("code=stolen&state=other", "error=access_denied", "state=%C3%A9"):
+                strays.append(requests.get(f"{redirect_uri}?{query}", timeout=10).status_code)
+            requests.get(scene.browser().authorize(url), timeout=10)
+
+        threading.Thread(target=browse, daemon=True).start()
+        return False
+
+    client.sign_in(scope=AGENT_SCOPE, announce=lambda line: None, opener=opener, timeout=30)
+    assert strays == [400, 400, 400]
+    assert client.signed_in and client.username() == "alice"
+
+
 def test_wrong_state_is_refused_before_the_code_is_used(scene):
     """RFC 6749 §10.12: a response whose state differs is dropped; no token is issued."""
     client = scene.client()
