@@ -7,7 +7,11 @@ its key type implies (RFC 8725 §3.1): P-256 EC keys verify ES256, RSA keys RS25
 Ed25519 keys EdDSA; anything else (``oct`` keys, other curves, a declared ``alg`` that
 disagrees, ``use`` other than ``sig``, RSA under 2048 bits) is ignored. An unknown
 ``kid`` refetches the JWKS at most once per ``refetch_interval`` seconds, so tokens with
-random kids cannot make the broker hammer the issuer.
+random kids cannot make the broker hammer the issuer. Known keys are re-read once they
+are ``max_age`` seconds old (default 5 minutes), so a key the issuer withdraws (a
+compromised key removed in an emergency) stops verifying here within that bound
+instead of at the broker's next restart; if the issuer cannot be reached then, the
+keys already loaded stay in use.
 """
 
 from __future__ import annotations
@@ -67,10 +71,12 @@ class JwksCache:
         refetch_interval: float,
         timeout: float,
         clock: Callable[[], float],
+        max_age: float = 300.0,
     ) -> None:
         self.issuer, self.session, self.timeout = issuer, session, timeout
-        self.refetch_interval, self.clock = refetch_interval, clock
+        self.refetch_interval, self.clock, self.max_age = refetch_interval, clock, max_age
         self._keys: dict[str, jwt.PyJWK] | None = None
+        self._loaded_at: float | None = None
         self._jwks_uri: str | None = None
         self._last_attempt: float | None = None
         self._lock = threading.Lock()
@@ -78,16 +84,19 @@ class JwksCache:
     def key(self, kid: str) -> jwt.PyJWK:
         """The key for ``kid``. Raises InvalidToken if unknown, KeysUnavailable if never loaded."""
         keys = self._keys
-        if keys is not None and kid in keys:
+        if keys is not None and kid in keys and not self._stale():
             return keys[kid]
         with self._lock:
-            if self._keys is None or kid not in self._keys:
+            if self._keys is None or kid not in self._keys or self._stale():
                 self._refresh_if_allowed()
             if self._keys is None:
                 raise KeysUnavailable("the issuer's signing keys are unavailable")
             if kid not in self._keys:
                 raise InvalidToken("token signed by an unknown key")
             return self._keys[kid]
+
+    def _stale(self) -> bool:
+        return self._loaded_at is not None and self.clock() - self._loaded_at > self.max_age
 
     def _refresh_if_allowed(self) -> None:
         now = self.clock()
@@ -96,6 +105,7 @@ class JwksCache:
         self._last_attempt = now  # failed attempts count too: no retry storm
         try:
             self._keys = self._fetch_keys()
+            self._loaded_at = now
         except (requests.RequestException, ValueError) as exc:
             self._jwks_uri = None
             log.warning("fetching the issuer's JWKS failed: %s", exc)

@@ -4,7 +4,8 @@
 redirect URI (e.g. `http://127.0.0.1:8765/callback`), accepts the first request on
 that path that carries the sign-in's `state` (others get 400: any local web page can
 reach the port), answers it with a short page telling the user to return to the
-terminal, and stops. The browser is opened only where one can show a page; the URL is always printed.
+terminal, and stops. The browser is opened only where one can show a page; the URL is
+always printed.
 """
 
 from __future__ import annotations

@@ -238,3 +238,24 @@ def test_token_never_logged(
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text
     assert fingerprint(token) in caplog.text
+
+
+def test_withdrawn_key_stops_verifying_within_max_age(
+    verifier: TokenVerifier,
+    stub_issuer: StubIssuer,
+    clock: Clock,
+) -> None:
+    """A key the issuer removes from its JWKS (say, compromised) is not trusted until the
+    broker restarts: known keys are re-read once 5 minutes old, and a token signed by the
+    withdrawn key is then rejected while the remaining key still verifies."""
+    withdrawn = stub_issuer.keys["es-1"]
+    token = stub_issuer.mint(withdrawn)
+    assert verifier.verify(token)["sub"] == "alice"
+    stub_issuer.published.remove("es-1")
+    clock.now += 299
+    assert verifier.verify(token)["sub"] == "alice"  # within the bound: still cached
+    assert stub_issuer.jwks_fetches == 1
+    clock.now += 2
+    assert rejected(verifier, token)
+    assert stub_issuer.jwks_fetches == 2
+    assert verifier.verify(stub_issuer.mint(stub_issuer.keys["rs-1"]))["sub"] == "alice"
