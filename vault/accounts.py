@@ -186,7 +186,13 @@ def federated_token(
             return cached
         lease = _claim_lease(vault, account.id)
         if lease is not None:
-            return _refresh(vault, connection, account.id, lease)
+            served = _refresh(vault, connection, account.id, lease)
+            if not set(requested) <= set(served.scopes):
+                # The provider narrowed the grant on refresh (RFC 6749 §5.1 `scope`): the
+                # account now lacks what was asked, so the person must connect again.
+                merged = list(dict.fromkeys([*served.scopes, *requested]))
+                raise ConnectionRequired("missing_scopes", connection.name, merged)
+            return served
         if vault.clock() > deadline:
             raise UpstreamError("timeout", "another refresh did not finish")
         time.sleep(WAIT_POLL_SECONDS)

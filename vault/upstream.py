@@ -77,11 +77,21 @@ def authorization_url(
     return str(url)
 
 
+def _seconds(value: Any) -> float | None:
+    """`expires_in` (RFC 6749 §5.1) as positive seconds. Some providers send it as a string;
+    ignoring that would leave every token uncached and refresh upstream on each request."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < 10**9 else None  # also refuses nan and inf
+
+
 def _tokens(raw: Any, clock: Callable[[], float]) -> UpstreamTokens:
     if not isinstance(raw, dict) or not isinstance(raw.get("access_token"), str):
         raise UpstreamError("bad_response", "no access_token in the answer")
-    expires_in = raw.get("expires_in")
-    expires_at = clock() + float(expires_in) if isinstance(expires_in, int | float) else None
+    lifetime = _seconds(raw.get("expires_in"))
+    expires_at = clock() + lifetime if lifetime is not None else None
     scope = raw.get("scope")
     refresh = raw.get("refresh_token")
     return UpstreamTokens(

@@ -36,7 +36,9 @@ path is 404):
   ``none`` (normal), ``server_error`` (500 ``server_error``), ``hang`` (sleep
   ``hang_seconds``, default 30, then 500), ``omit_refresh_token`` (access token
   only; the presented refresh token is not rotated and stays valid, like Google),
-  ``invalid_grant`` (400 ``invalid_grant``, the token stays valid).
+  ``invalid_grant`` (400 ``invalid_grant``, the token stays valid), ``narrow_scope``
+  (the refreshed token gets only the grant's first scope), ``string_expires_in``
+  (``"expires_in": "3600"``, a string, as some providers send it).
   ``delay_seconds`` delays every refresh answer, in any mode.
   ``GET /_test/faults`` shows the current setting.
 - ``POST /_test/expire-access-tokens``: every access token is expired now.

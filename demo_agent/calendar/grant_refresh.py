@@ -10,6 +10,7 @@ Test faults (``CALENDAR_TEST_CONTROLS``) change the answer before any state is r
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from werkzeug.datastructures import MultiDict
 
@@ -62,6 +63,8 @@ def handle(client: Client, form: MultiDict[str, str]) -> Issued:
         row = db.get(RefreshToken, digest(presented))
         family = _family(row, db.get(TokenFamily, row.family_id) if row else None, client)
         scope = scopes.narrow(form.get("scope"), family.scope)
+        if faults.mode == "narrow_scope":  # the provider grants less than before on refresh
+            scope = family.scope.split()[0]
         if rotate:
             fresh = consume_refresh_token(db, digest(presented), now)
         else:
@@ -72,4 +75,6 @@ def handle(client: Client, form: MultiDict[str, str]) -> Issued:
             raise InvalidGrant("the refresh token was already used; the grant is revoked")
         issued = issue(db, family, scope, now, settings.access_token_ttl, refresh=rotate)
         count(db, "refresh_grants")
+    if faults.mode == "string_expires_in":
+        return replace(issued, expires_in_as_text=True)
     return issued

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings
 
-FAULT_MODES: Final = ("none", "server_error", "hang", "omit_refresh_token", "invalid_grant")
+FAULT_MODES: Final = (
+    "none",
+    "server_error",
+    "hang",
+    "omit_refresh_token",
+    "invalid_grant",
+    "narrow_scope",
+    "string_expires_in",
+)
 
 
 @dataclass(frozen=True)

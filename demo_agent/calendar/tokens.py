@@ -37,13 +37,14 @@ class Issued:
     expires_in: int
     scope: str
     refresh_token: str | None
+    expires_in_as_text: bool = False  # a test fault: some providers send "3600"
 
     def response(self) -> Response:
         """RFC 6749 §5.1 successful response, never cached."""
         body = {
             "access_token": self.access_token,
             "token_type": "Bearer",
-            "expires_in": self.expires_in,
+            "expires_in": str(self.expires_in) if self.expires_in_as_text else self.expires_in,
             "scope": self.scope,
         }
         if self.refresh_token is not None:

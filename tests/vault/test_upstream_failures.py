@@ -198,3 +198,36 @@ def test_refresh_lease_outlives_a_slow_upstream(app, timeout):
     assert lease_for(timeout) > 2 * timeout
     vault = app.extensions["authserver"].vault
     assert vault.lease_seconds == lease_for(vault.timeout) > 2 * vault.timeout
+
+
+def test_expires_in_sent_as_a_string_is_still_cached(scene):
+    """Some providers send `expires_in` as a string ("3600"). Ignoring it would leave the
+    refreshed token uncached, and every request would refresh upstream again."""
+    subject, _ = _connected(scene)
+    scene.expire_cached("alice")
+    scene.calendar.fault("string_expires_in")
+    before = scene.calendar.stats()
+    first = scene.federated(subject)
+    assert first.status_code == 200, first.text
+    assert 3000 < first.json()["expires_in"] <= 3600
+    again = scene.federated(subject)
+    assert again.status_code == 200 and again.json()["access_token"] == first.json()["access_token"]
+    assert scene.calendar.stats()["refresh_grants"] == before["refresh_grants"] + 1
+
+
+def test_scope_narrowed_on_refresh_asks_the_person_again(scene):
+    """RFC 6749 §5.1: a refresh may come back with less `scope` than the grant had. A token
+    without the scope the agent asked for is not served: the answer is missing_scopes with
+    the connect_uri, and the account records what it really holds now."""
+    scene.connect("alice", "calendar.freebusy calendar.read")
+    subject = scene.subject_token("alice")
+    assert scene.federated(subject, scope="calendar.read").status_code == 200
+    scene.expire_cached("alice")
+    scene.calendar.fault("narrow_scope")
+    narrowed = scene.federated(subject, scope="calendar.read")
+    assert narrowed.status_code == 400, narrowed.text
+    body = narrowed.json()
+    assert body["reason"] == "missing_scopes" and "access_token" not in body
+    assert body["connect_uri"].startswith(f"{scene.url}/connections/calendar/connect?")
+    assert scene.account("alice").scopes == ["calendar.freebusy"]
+    assert scene.federated(subject, scope="calendar.read").json()["reason"] == "missing_scopes"
