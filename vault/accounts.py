@@ -258,17 +258,29 @@ def _refresh(vault: Vault, connection: Connection, account_id: str, lease: str) 
                 "reconnect_required", connection.name, list(account.scopes)
             ) from None
         raise
-    return _save_refresh(vault, account, lease, tokens)
+    served = _save_refresh(vault, account, lease, tokens)
+    if served is None:
+        # Disconnected while the refresh ran: the person's decision stands. The rotated
+        # refresh token was never stored, so it is revoked here, or it would outlive it.
+        if tokens.refresh_token:
+            upstream.revoke(client, tokens.refresh_token, "refresh_token", vault.timeout)
+        raise ConnectionRequired("not_connected", connection.name, list(account.scopes))
+    return served
 
 
 def _save_refresh(
     vault: Vault, account: ConnectedAccount, lease: str, tokens: upstream.UpstreamTokens
-) -> FederatedToken:
-    """Access token and rotated refresh token in one transaction, only by the lease holder."""
+) -> FederatedToken | None:
+    """Access token and rotated refresh token in one transaction, only by the lease holder.
+
+    None when the account was deleted meanwhile (nothing is saved, nothing is served).
+    """
     moment = int(vault.clock())
     with vault.factory.begin() as session:
         row = session.get(ConnectedAccount, account.id, with_for_update=True)
-        if row is not None and row.refresh_lease == lease:
+        if row is None:
+            return None
+        if row.refresh_lease == lease:
             seal_tokens(vault.keyring, row, tokens)
             if tokens.scopes is not None:
                 row.scopes = tokens.scopes

@@ -14,9 +14,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from tests.support.vault_live import UpstreamSpy, VaultScene, follow_connect, vault_scene
+from tests.support.vault_live import (
+    UpstreamSpy,
+    VaultScene,
+    calendar_refresh,
+    follow_connect,
+    vault_scene,
+)
 from vault import upstream
 from vault.models import ACTIVE, NEEDS_RECONNECT, ConnectedAccount
 
@@ -231,3 +237,33 @@ def test_scope_narrowed_on_refresh_asks_the_person_again(scene):
     assert body["connect_uri"].startswith(f"{scene.url}/connections/calendar/connect?")
     assert scene.account("alice").scopes == ["calendar.freebusy"]
     assert scene.federated(subject, scope="calendar.read").json()["reason"] == "missing_scopes"
+
+
+def test_disconnect_during_a_refresh_serves_nothing_and_revokes_the_new_token(scene, monkeypatch):
+    """The person disconnects while the vault is refreshing: their decision stands. The
+    fresh access token is not served (not_connected), and the rotated refresh token the
+    provider just issued, which was never stored, is revoked upstream (RFC 7009) instead
+    of being left alive."""
+    subject, _ = _connected(scene)
+    scene.expire_cached("alice")
+    issued: list[upstream.UpstreamTokens] = []
+    original = upstream.refresh
+
+    def refresh_then_disconnect(*args, **kwargs):
+        answer = original(*args, **kwargs)
+        issued.append(answer)
+        with scene.server.runtime.session_factory.begin() as session:
+            session.execute(
+                delete(ConnectedAccount).where(ConnectedAccount.user_id == scene.user_ids["alice"])
+            )
+        return answer
+
+    monkeypatch.setattr(upstream, "refresh", refresh_then_disconnect)
+    before = scene.calendar.stats()
+    response = scene.federated(subject)
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "not_connected" and "access_token" not in response.json()
+    [answer] = issued
+    assert answer.refresh_token
+    assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
+    assert calendar_refresh(scene.calendar.url, answer.refresh_token).status_code == 400
