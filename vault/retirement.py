@@ -40,11 +40,23 @@ def _revoke_upstream(vault: Vault, connection: Connection, account: ConnectedAcc
     return upstream.revoke(client, refresh_token, "refresh_token", vault.timeout)
 
 
-def remove_account(vault: Vault, connection: Connection, user_id: str) -> Removed | None:
-    """Revoke upstream, then delete the account. None when there was no account."""
+def _last_use(account: ConnectedAccount) -> float:
+    return account.last_used_at if account.last_used_at is not None else account.created_at
+
+
+def remove_account(
+    vault: Vault, connection: Connection, user_id: str, unused_since: float | None = None
+) -> Removed | None:
+    """Revoke upstream, then delete the account. None when there was no account.
+
+    With `unused_since` (a purge), an account used since then is kept: it was read as
+    unused when the purge listed it, but an agent may have been served from it since.
+    """
     with vault.read_factory() as session:
         account = find_account(session, user_id, connection.name)
         if account is None:
+            return None
+        if unused_since is not None and _last_use(account) >= unused_since:
             return None
         account_id = account.id
         # The upstream call runs outside any transaction (it may take `vault.timeout`).
@@ -87,7 +99,7 @@ def purge_unused(vault: Vault, unused_since: float) -> list[Removed]:
         connection = connections.get(name)
         if connection is None:
             continue  # the connection itself was deleted meanwhile, and its accounts with it
-        gone = remove_account(vault, connection, user_id)
+        gone = remove_account(vault, connection, user_id, unused_since)
         if gone is not None:
             removed.append(gone)
     return removed

@@ -137,3 +137,27 @@ def test_vault_purge_cli(app, connection, migrated_database, tmp_path):
     refused = run_cli(["vault", "purge", "--unused-days", "0"], env, tmp_path)
     assert refused.returncode == 2 and "--unused-days" in refused.stderr
     assert _remaining(app) == {ids["never_new"]}
+
+
+def test_an_account_used_after_the_listing_is_kept(app, connection, monkeypatch):
+    """A purge lists the unused accounts first and removes them one by one (each revoked
+    upstream first, which takes time). An account an agent was served from in between is
+    in use again: it is kept, not revoked and deleted."""
+    from vault import retirement
+
+    user_id = _account(app, connection, "alice", last_used_at=_ago(100), created_at=_ago(200))
+    listing = retirement.unused_accounts
+
+    def listed_then_used(session, unused_since):
+        stale = listing(session, unused_since)
+        with transaction(app.extensions["authserver"].session_factory) as writer:
+            writer.execute(
+                update(ConnectedAccount)
+                .where(ConnectedAccount.user_id == user_id)
+                .values(last_used_at=int(time.time()))
+            )
+        return stale
+
+    monkeypatch.setattr(retirement, "unused_accounts", listed_then_used)
+    assert purge(app.extensions["authserver"], 90)["accounts"] == 0
+    assert _remaining(app) == {user_id}
