@@ -186,7 +186,15 @@ def link_all(factory: sessionmaker[Session], key: bytes) -> int:
 
 
 def verify_chain(session: Session, key: bytes) -> list[Problem]:
-    """Recompute every MAC; an empty list means the log is intact."""
+    """Recompute every MAC; an empty list means the log is intact.
+
+    Call it on a session that has not run a statement yet: on PostgreSQL it reads in one
+    REPEATABLE READ snapshot, so a linker committing in another worker between the row scan
+    and the head read cannot make an intact log look truncated. (On SQLite the transaction
+    already reads one snapshot.)
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     problems: list[Problem] = []
     expected_seq, previous = 0, GENESIS_MAC
     ordered = select(AuditEvent).order_by(

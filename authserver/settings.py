@@ -96,8 +96,12 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
     return value if value not in (None, "") else None
 
 
-def _read_file(path: str) -> str:
-    return Path(path).read_text(encoding="utf-8").strip()
+def _read_file(name: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{PREFIX}{name}_FILE: cannot read {path} ({reason})") from None
 
 
 def _secret_from(environ: Mapping[str, str], name: str, dev_file: Path) -> tuple[str, bool]:
@@ -105,7 +109,7 @@ def _secret_from(environ: Mapping[str, str], name: str, dev_file: Path) -> tuple
     if value := _env(environ, name):
         return value, False
     if path := _env(environ, name + "_FILE"):
-        return _read_file(path), False
+        return _read_file(name, path), False
     if dev_file.exists():
         return dev_file.read_text(encoding="utf-8").strip(), True
     return "", True
@@ -116,7 +120,7 @@ def _optional_secret(environ: Mapping[str, str], name: str) -> str:
     if value := _env(environ, name):
         return value
     if path := _env(environ, name + "_FILE"):
-        return _read_file(path)
+        return _read_file(name, path)
     return ""
 
 
@@ -228,8 +232,16 @@ def check_settings(settings: Settings) -> Settings:
     if settings.sqlite_synchronous not in ("FULL", "NORMAL"):
         raise SettingsError(f"{PREFIX}SQLITE_SYNCHRONOUS must be FULL or NORMAL")
     parts = urlsplit(settings.issuer)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise SettingsError(f"{PREFIX}ISSUER must be an absolute http(s) URL without query")
+    # OIDC Discovery §3 / RFC 8414 §2: no query or fragment component, not even an empty one.
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "?" in settings.issuer
+        or "#" in settings.issuer
+    ):
+        raise SettingsError(
+            f"{PREFIX}ISSUER must be an absolute http(s) URL without query or fragment"
+        )
     if not settings.https_issuer and not _is_loopback_http(settings.issuer):
         raise SettingsError(f"{PREFIX}ISSUER must use https outside loopback")
     _check_mail(settings)

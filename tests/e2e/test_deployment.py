@@ -11,7 +11,9 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import tomllib
 from pathlib import Path
@@ -106,3 +108,90 @@ def test_every_service_command_exists_in_the_project(name):
         assert service["image"].split(":")[0] in {"postgres", "caddy"}
         return
     _check_command(_command_of(service))
+
+
+def _image_user() -> tuple[int, int]:
+    """The uid (and its group, created with it by `useradd`) the image's processes run as."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    uid = int(re.search(r"useradd\b.*--uid (\d+)", dockerfile).group(1))
+    return uid, uid
+
+
+def _readable_by(path: Path, uid: int, gid: int, owner: tuple[int, int] | None) -> bool:
+    """Whether uid/gid may read `path`; `owner` overrides the file's when chown was recorded."""
+    status = path.stat()
+    file_uid, file_gid = owner or (status.st_uid, status.st_gid)
+    if file_uid == uid:
+        return bool(status.st_mode & stat.S_IRUSR)
+    if file_gid == gid:
+        return bool(status.st_mode & stat.S_IRGRP)
+    return bool(status.st_mode & stat.S_IROTH)
+
+
+CHOWN_SHIM = """#!/bin/sh
+# As root, the real chown; otherwise record "owner file..." for the test (it cannot chown).
+if [ "$(id -u)" = 0 ]; then exec chown "$@"; fi
+echo "$@" >> "$CHOWN_LOG"
+"""
+
+
+def _shims(directory: Path) -> dict[str, str]:
+    """PATH with `sudo` (runs its command) and a `chown` that works without root."""
+    directory.mkdir()
+    (directory / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    (directory / "chown").write_text(
+        CHOWN_SHIM.replace("exec chown", f"exec {shutil.which('chown')}")
+    )
+    for shim in directory.iterdir():
+        shim.chmod(0o755)
+    log = directory / "chown.log"
+    return {**os.environ, "PATH": f"{directory}:{os.environ['PATH']}", "CHOWN_LOG": str(log)}
+
+
+def _recorded_owners(log: Path) -> dict[str, tuple[int, int]]:
+    owners: dict[str, tuple[int, int]] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        spec, *names = line.split()
+        uid, _, gid = spec.partition(":")
+        owners.update({name: (int(uid), int(gid or uid)) for name in names})
+    return owners
+
+
+def _documented_secret_commands() -> str:
+    """The shell block of docs/deploying.md that creates deploy/secrets, minus `docker`."""
+    text = (ROOT / "docs" / "deploying.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "deploy/secrets" in b)
+    return "\n".join(line for line in block.splitlines() if not line.startswith("docker "))
+
+
+def test_documented_secret_files_are_readable_in_the_containers(tmp_path):
+    """docs/deploying.md, run as written: Compose mounts file secrets with the host file's
+    owner and mode (bind mounts; `uid`/`mode` are ignored outside Swarm), so each secret a
+    service of our image reads must be readable by the image's user; libpq additionally
+    ignores a password file that group or others can read (PostgreSQL docs, "The Password
+    File"). Files the operator adds later (the agent's and calendar's) are not checked here."""
+    env = _shims(tmp_path / "bin")
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(
+        ["bash", "-euc", _documented_secret_commands()], cwd=work, env=env, check=True, timeout=60
+    )
+    owners = _recorded_owners(Path(env["CHOWN_LOG"]))
+    uid, gid = _image_user()
+    compose = _compose()
+    files = {name: Path(spec["file"]) for name, spec in compose["secrets"].items()}
+    checked = set()
+    for service in compose["services"].values():
+        if "build" not in service:
+            continue
+        password_file = service.get("environment", {}).get("PGPASSFILE")
+        for name in service.get("secrets", []):
+            path = work / files[name]
+            if not path.exists():
+                continue
+            owner = owners.get(path.name)
+            assert _readable_by(path, uid, gid, owner), f"{files[name]} unreadable by uid {uid}"
+            if password_file == f"/run/secrets/{name}":
+                assert not path.stat().st_mode & 0o077, f"libpq ignores {files[name]}"
+            checked.add(name)
+    assert {"pgpass", "authserver_secret_key", "authserver_vault_keys"} <= checked

@@ -291,3 +291,29 @@ def test_concurrent_writer_processes_and_linker_leave_one_chain(live, migrated_d
     assert per_writer == {f"writer-{n}": ROWS_PER_WRITER for n in range(WRITERS)}
     assert seqs == list(range(1, total + 1))
     assert head.chain_seq == total
+
+
+def test_verify_reads_one_snapshot_while_a_linker_commits(live, monkeypatch):
+    """DESIGN.md Audit, several workers: a worker's linker that commits while `audit verify`
+    reads must not make an intact log look truncated. The rows and the head are judged
+    from one snapshot (REPEATABLE READ on PostgreSQL; a WAL read transaction on SQLite),
+    here on a read-only session, which takes no lock the linker would wait for."""
+    runtime = live.runtime
+    write_rows(live.app, 3)
+    with transaction(runtime.session_factory) as session:
+        for index in range(2):
+            entry = audit.AuditEntry(event="test.event", details={"late": index})
+            session.add(audit.make_row(runtime.audit_key, entry))
+    check_head = audit._check_head
+
+    def another_worker_links_first(session, key, last_seq, last_mac):
+        assert audit.link_all(runtime.session_factory, runtime.audit_key) == 2
+        return check_head(session, key, last_seq, last_mac)
+
+    monkeypatch.setattr(audit, "_check_head", another_worker_links_first)
+    with runtime.read_session_factory() as session:
+        assert audit.verify_chain(session, runtime.audit_key) == []
+    monkeypatch.undo()
+    assert problems(live.app) == []
+    with runtime.session_factory() as session:
+        assert session.get(AuditHead, 1).chain_seq == 5

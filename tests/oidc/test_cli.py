@@ -449,3 +449,38 @@ def test_help_on_every_command(workspace):
         result = runner.invoke(cli_main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage:" in result.output and "Show this message and exit." in result.output
+
+
+def test_unusable_key_ring_or_secret_file_is_a_clear_error(workspace, tmp_path):
+    """A key ring that does not parse, a well-formed ring that is not the one this database
+    was sealed with, or a `*_FILE` that cannot be read: a message naming the setting, no
+    traceback, and nothing written (no new key, no audit row)."""
+    runtime = workspace.runtime()
+    try:
+        with runtime.session_factory() as session:
+            kids_before = set(session.scalars(select(SigningKey.kid)))
+            audit_rows_before = len(session.scalars(select(AuditEvent.id)).all())
+    finally:
+        runtime.engine.dispose()
+    malformed = {"AUTHSERVER_VAULT_KEYS": "not-a-key-ring"}
+    other_ring = {"AUTHSERVER_VAULT_KEYS": KeyRing.generate().serialize()}
+    absent_file = {"AUTHSERVER_SECRET_KEY_FILE": str(tmp_path / "absent")}
+    cases = [
+        (malformed, ["keys", "rotate"], "AUTHSERVER_VAULT_KEYS"),
+        (other_ring, ["keys", "rotate"], "AUTHSERVER_VAULT_KEYS"),
+        (other_ring, ["audit", "verify"], "AUTHSERVER_VAULT_KEYS"),
+        (absent_file, ["keys", "rotate"], "AUTHSERVER_SECRET_KEY_FILE"),
+    ]
+    for overrides, args, message in cases:
+        result = run_cli(args, {**workspace.env, **overrides}, workspace.cwd)
+        assert_clean_failure(result, message)
+        assert "not-a-key-ring" not in result.stderr
+        if overrides is other_ring:
+            assert overrides["AUTHSERVER_VAULT_KEYS"] not in result.stderr + result.stdout
+    runtime = workspace.runtime()
+    try:
+        with runtime.session_factory() as session:
+            assert set(session.scalars(select(SigningKey.kid))) == kids_before
+            assert len(session.scalars(select(AuditEvent.id)).all()) == audit_rows_before
+    finally:
+        runtime.engine.dispose()

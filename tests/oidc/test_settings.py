@@ -169,6 +169,32 @@ def test_issuer_must_be_absolute_http_url(instance):
             check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=bad)))
 
 
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://auth.example.com#top", "https://auth.example.com/#", "https://auth.example.com?"],
+)
+def test_issuer_with_fragment_or_empty_query_is_refused(instance, issuer):
+    """OIDC Discovery §3 / RFC 8414 §2: the issuer is an https URL with no query or
+    fragment component, not even an empty one (`iss` is compared character for character)."""
+    with pytest.raises(SettingsError, match="AUTHSERVER_ISSUER"):
+        check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=issuer)))
+
+
+@pytest.mark.parametrize(
+    "name", ["SECRET_KEY", "VAULT_KEYS", "APPROVAL_WEBHOOK_SECRET", "SMTP_PASSWORD"]
+)
+def test_unreadable_secret_file_gives_clear_error(instance, tmp_path, name):
+    """A `*_FILE` variable naming a file that cannot be read stops startup with a
+    SettingsError naming the variable (not a FileNotFoundError traceback)."""
+    absent = tmp_path / "absent"
+    env = production_env(
+        instance, **{f"AUTHSERVER_{name}": "<unset>", f"AUTHSERVER_{name}_FILE": str(absent)}
+    )
+    with pytest.raises(SettingsError, match=f"AUTHSERVER_{name}_FILE"):
+        load_settings(env)
+    assert not absent.exists()
+
+
 INTEGER_SETTINGS = [
     "ACCESS_TOKEN_TTL",
     "DELEGATED_TOKEN_TTL",
