@@ -273,7 +273,22 @@ def _check_production(settings: Settings) -> Settings:
         raise SettingsError(f"production refuses development defaults; set {names}")
     if len(settings.secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
+    _check_production_webhook(settings)
     return settings
+
+
+def _check_production_webhook(settings: Settings) -> None:
+    """The webhook names a person, an agent and the action awaiting approval: in production
+    it goes over TLS, signed, so the receiver can tell it from a forgery."""
+    if not settings.approval_webhook_url:
+        return
+    if urlsplit(settings.approval_webhook_url).scheme != "https":
+        raise SettingsError(f"{PREFIX}APPROVAL_WEBHOOK_URL must use https in production")
+    if len(settings.approval_webhook_secret) < 32:
+        raise SettingsError(
+            f"{PREFIX}APPROVAL_WEBHOOK_SECRET(_FILE) of at least 32 characters is required "
+            "with an approval webhook in production"
+        )
 
 
 def _fill_development_gaps(settings: Settings) -> Settings:

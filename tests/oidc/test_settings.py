@@ -317,3 +317,32 @@ def test_mail_settings_from_the_environment(instance, tmp_path):
     assert settings.smtp_url == "smtps://mail.example.com"
     assert settings.approval_email_from == "approvals@auth.example.com"
     assert (settings.smtp_username, settings.smtp_password) == ("mailer", "relay-password-0123")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "message"),
+    [
+        ("http://hooks.example.com/approvals", GOOD_SECRET, "APPROVAL_WEBHOOK_URL must use https"),
+        ("https://hooks.example.com/approvals", "<unset>", "APPROVAL_WEBHOOK_SECRET"),
+        ("https://hooks.example.com/approvals", "short", "APPROVAL_WEBHOOK_SECRET"),
+    ],
+    ids=["plain_http", "no_secret", "short_secret"],
+)
+def test_production_approval_webhook_is_tls_and_signed(instance, url, secret, message):
+    """The webhook carries who must approve what: in production it must be https and signed
+    (X-Authserver-Signature), or a receiver could not tell it from a forgery."""
+    env = production_env(
+        instance, AUTHSERVER_APPROVAL_WEBHOOK_URL=url, AUTHSERVER_APPROVAL_WEBHOOK_SECRET=secret
+    )
+    with pytest.raises(SettingsError, match=message):
+        check_settings(load_settings(env))
+
+
+def test_production_approval_webhook_with_tls_and_secret_starts(instance):
+    """The control case: https and a 32-character secret are accepted."""
+    env = production_env(
+        instance,
+        AUTHSERVER_APPROVAL_WEBHOOK_URL="https://hooks.example.com/approvals",
+        AUTHSERVER_APPROVAL_WEBHOOK_SECRET=GOOD_SECRET,
+    )
+    assert check_settings(load_settings(env)).approval_webhook_url.startswith("https://")
