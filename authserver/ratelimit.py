@@ -43,11 +43,14 @@ class DatabaseStorage(Storage):
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         expired = table.c.expires_at <= moment
-        statement = insert(table).values(key=key, count=amount, expires_at=moment + expiry)
+        # A refund (amount -1) for a window that has ended starts the new one at 0, not -1:
+        # a negative count would be an extra attempt in the next window.
+        fresh = max(amount, 0)
+        statement = insert(table).values(key=key, count=fresh, expires_at=moment + expiry)
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.key],
             set_={
-                "count": case((expired, amount), else_=table.c.count + amount),
+                "count": case((expired, fresh), else_=table.c.count + amount),
                 "expires_at": case((expired, moment + expiry), else_=table.c.expires_at),
             },
         )
@@ -108,12 +111,18 @@ class LoginThrottle:
         if not refused:
             return None
         for key in self._keys(username, address):
-            self._hit(key, -1)  # a refused request is no attempt: it must not extend the count
+            self._refund(key)  # a refused request is no attempt: it must not extend the count
         return self.retry_after(username, address) or 1
 
     def release(self, username: str, address: str) -> None:
         """The reserved attempt succeeded: only failures count."""
         for key in self._keys(username, address):
+            self._refund(key)
+
+    def _refund(self, key: tuple[str, str]) -> None:
+        # Only while the window that counted the attempt is still open (the database storage
+        # also clamps atomically; Redis and memory rely on this check).
+        if self._limiter.storage.get(self._rate.key_for(*key)) > 0:
             self._hit(key, -1)
 
     def _hit(self, key: tuple[str, str], cost: int) -> bool:

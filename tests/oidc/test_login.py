@@ -331,3 +331,26 @@ def test_missing_fields_are_refused_without_counting(app, client, alice):
     assert "Enter your username and password." in response.get_data(as_text=True)
     assert count(app, RateLimitCounter) == 0
     assert signed_in_user(client) is None
+
+
+def test_a_refund_at_the_end_of_a_window_gives_no_extra_attempt(app, client, alice, monkeypatch):
+    """Each attempt is counted before the password check and given back when it succeeds.
+    If the window ends during the check (argon2 takes a while), the refund must not leave
+    the next window at -1: that would be an eleventh guess."""
+    passwords = app.extensions["authserver"].passwords
+    verify = passwords.verify
+
+    def window_ends_during_the_check(stored, given):
+        from authserver.web import context
+
+        # In the request's own transaction (it holds the SQLite write lock).
+        context.db().execute(update(RateLimitCounter).values(expires_at=0))
+        return verify(stored, given)
+
+    monkeypatch.setattr(passwords, "verify", window_ends_during_the_check)
+    assert attempt(client, "alice", DEFAULT_PASSWORD).status_code == 302
+    monkeypatch.setattr(passwords, "verify", verify)
+    client.post("/logout/confirm", data={"csrf_token": csrf_token(client.get("/").text)})
+    for index in range(LIMIT):
+        assert attempt(client, "alice", "wrong password").status_code == 401, index
+    assert_throttled(attempt(client, "alice", "wrong password"))
