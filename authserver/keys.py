@@ -1,10 +1,13 @@
 """Signing keys: stored in the database, private parts sealed by the vault key ring.
 
 Each algorithm (RS256, ES256, EdDSA) has one current key. `rotate` adds new keys
-and retires the current ones: a retired key stops signing but stays in the JWKS
-until every token it signed has expired. Each process caches parsed keys (parsing
-a PEM costs milliseconds; signing with a parsed key costs microseconds) and
-reloads the table periodically, or at once when it meets an unknown `kid`.
+and schedules the retirement of the current ones: the new keys are published in the
+JWKS at once but sign only from the hand-over time (`retired_at` of the key they
+replace), so that every process, and every relying party that re-reads the JWKS,
+knows a key before the first token signed with it exists. A retired key stays in
+the JWKS until every token it signed has expired. Each process caches parsed keys
+(parsing a PEM costs milliseconds; signing with a parsed key costs microseconds)
+and reloads the table periodically, or at once when it meets an unknown `kid`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -31,6 +34,10 @@ ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name, not a secret)
 DEFAULT_ID_TOKEN_ALG = "RS256"  # noqa: S105 (an algorithm name)
 RELOAD_INTERVAL_SECONDS = 30.0
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
+# Between `keys rotate` and the hand-over: two reload intervals, so every process of
+# the deployment has published the new keys (and relying parties that refetch on an
+# unknown `kid` find them) before any of them signs with one.
+PUBLISH_BEFORE_SIGNING_SECONDS = 2 * int(RELOAD_INTERVAL_SECONDS)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -41,7 +48,11 @@ class LoadedKey:
     alg: str
     private_key: PrivateKey
     public_jwk: dict[str, Any]
-    retired: bool
+    # Epoch seconds from which this key no longer signs (None: not scheduled).
+    signs_until: int | None
+
+    def signs_at(self, moment: int) -> bool:
+        return self.signs_until is None or moment < self.signs_until
 
 
 def _generate_private_key(alg: str) -> PrivateKey:
@@ -95,13 +106,31 @@ def ensure_signing_keys(session: Session, keyring: KeyRing) -> list[SigningKey]:
     ]
 
 
-def rotate_signing_keys(session: Session, keyring: KeyRing, overlap_seconds: int) -> list[str]:
-    """Retire the current keys (kept published for `overlap_seconds`) and add new ones."""
-    moment = now()
+@dataclass(frozen=True)
+class Rotation:
+    new_kids: list[str]
+    hand_over: int  # epoch seconds: the new keys sign from then on, the old ones stop
+
+
+def rotate_signing_keys(
+    session: Session,
+    keyring: KeyRing,
+    overlap_seconds: int,
+    activate_after: int = PUBLISH_BEFORE_SIGNING_SECONDS,
+) -> Rotation:
+    """Add new keys, published now, that take over signing in `activate_after` seconds.
+
+    The current keys sign until then (0: they stop at once, for a key that must not
+    sign again) and stay published `overlap_seconds` after that.
+    """
+    if activate_after < 0 or overlap_seconds < 0:
+        raise ValueError("activate_after and overlap_seconds must not be negative")
+    hand_over = now() + activate_after
     for row in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
-        row.retired_at = moment
-        row.expires_at = moment + overlap_seconds
-    return [create_signing_key(session, keyring, alg).kid for alg in SUPPORTED_ALGS]
+        row.retired_at = hand_over
+        row.expires_at = hand_over + overlap_seconds
+    new_kids = [create_signing_key(session, keyring, alg).kid for alg in SUPPORTED_ALGS]
+    return Rotation(new_kids, hand_over)
 
 
 def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
@@ -111,9 +140,7 @@ def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
         private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     ):
         raise ValueError("unexpected key type in signing key table")
-    return LoadedKey(
-        row.kid, row.alg, private_key, dict(row.public_jwk), row.retired_at is not None
-    )
+    return LoadedKey(row.kid, row.alg, private_key, dict(row.public_jwk), row.retired_at)
 
 
 class SigningKeys:
@@ -129,16 +156,20 @@ class SigningKeys:
     def _reload(self) -> None:
         moment = now()
         with self._session_factory() as session:
-            rows = session.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
+            rows = session.scalars(select(SigningKey)).all()
+        # Oldest first; of keys created in the same second, the scheduled-to-retire one
+        # first: `signing_key` picks the oldest key still signing.
+        rows = sorted(rows, key=lambda row: (row.created_at, row.retired_at is None))
         published = [row for row in rows if row.expires_at is None or row.expires_at > moment]
         cached = self._by_kid
-        self._by_kid = {
-            row.kid: cached.get(row.kid) or _load(row, self._keyring) for row in published
-        }
-        # A key retired by another process must stop signing here too.
+        by_kid: dict[str, LoadedKey] = {}
         for row in published:
-            if row.retired_at is not None and not self._by_kid[row.kid].retired:
-                self._by_kid[row.kid] = _load(row, self._keyring)
+            known = cached.get(row.kid)
+            if known is None:
+                by_kid[row.kid] = _load(row, self._keyring)
+            else:  # a retirement scheduled by another process applies here too
+                by_kid[row.kid] = replace(known, signs_until=row.retired_at)
+        self._by_kid = by_kid
         self._loaded_at = time.monotonic()
 
     def _fresh(self, max_age: float = RELOAD_INTERVAL_SECONDS) -> dict[str, LoadedKey]:
@@ -152,10 +183,12 @@ class SigningKeys:
         self._loaded_at = 0.0
 
     def signing_key(self, alg: str) -> LoadedKey:
-        candidates = [key for key in self._fresh().values() if key.alg == alg and not key.retired]
-        if not candidates:
-            raise LookupError(f"no current signing key for {alg}; run `authserver init`")
-        return candidates[-1]
+        """The oldest key of `alg` still signing: the old one until the hand-over time."""
+        moment = now()
+        for key in self._fresh().values():
+            if key.alg == alg and key.signs_at(moment):
+                return key
+        raise LookupError(f"no current signing key for {alg}; run `authserver init`")
 
     def verification_key(self, kid: str) -> LoadedKey | None:
         key = self._fresh().get(kid)

@@ -7,9 +7,11 @@ import click
 from ..audit import AuditEntry, make_row
 from ..db import transaction
 from ..housekeeping import purge
-from ..keys import rotate_signing_keys
+from ..keys import PUBLISH_BEFORE_SIGNING_SECONDS, rotate_signing_keys
 from ..rotation import rewrap_all
 from .common import emit, json_option, load_runtime
+
+MAX_ACTIVATE_AFTER_SECONDS = 86_400
 
 
 @click.group()
@@ -18,23 +20,40 @@ def keys() -> None:
 
 
 @keys.command("rotate")
+@click.option(
+    "--activate-after",
+    type=click.IntRange(0, MAX_ACTIVATE_AFTER_SECONDS),
+    default=PUBLISH_BEFORE_SIGNING_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Publish the new keys now; they sign from this many seconds on. "
+    "0: the old keys stop signing at once (a key that must not sign again).",
+)
 @json_option
-def keys_rotate(as_json: bool) -> None:
+def keys_rotate(activate_after: int, as_json: bool) -> None:
     """Add new signing keys; the old ones stay in the JWKS until their tokens expire."""
     runtime = load_runtime()
     settings = runtime.settings
     longest = max(settings.access_token_ttl, settings.id_token_ttl, settings.delegated_token_ttl)
-    # Other processes may sign with the old key until they reload (RELOAD_INTERVAL_SECONDS).
+    # Counted from the hand-over; other processes may sign with the old key until they
+    # reload (RELOAD_INTERVAL_SECONDS) when the hand-over is immediate.
     overlap = longest + 120
     audit_key = runtime.audit_key  # loaded first: SQLite allows one write transaction at a time
     with transaction(runtime.session_factory) as session:
-        kids = rotate_signing_keys(session, runtime.keyring, overlap)
-        details = {"new_kids": kids, "old_keys_published_for_seconds": overlap}
-        session.add(make_row(audit_key, AuditEntry("keys.rotated", details=details)))
+        rotation = rotate_signing_keys(session, runtime.keyring, overlap, activate_after)
+        kids = rotation.new_kids
+        report = {
+            "new_kids": kids,
+            "signing_from": rotation.hand_over,
+            "activate_after_seconds": activate_after,
+            "old_keys_published_for_seconds": overlap,
+        }
+        session.add(make_row(audit_key, AuditEntry("keys.rotated", details=report)))
     emit(
-        {"new_kids": kids, "old_keys_published_for_seconds": overlap},
+        report,
         as_json,
-        f"new signing keys: {', '.join(kids)}; old keys stay published {overlap}s",
+        f"new signing keys: {', '.join(kids)} (published now, signing in {activate_after}s); "
+        f"old keys stay published {overlap}s after that",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
@@ -265,6 +266,38 @@ def test_keys_rotate_adds_keys_and_is_audited(workspace):
         workspace.invoke("audit", "list", "--event", "keys.rotated", "--json").stdout
     )
     assert events and events[0]["details"]["new_kids"] == report["new_kids"]
+    hand_over = report["signing_from"]
+    assert hand_over >= int(time.time()) + report["activate_after_seconds"] - 5
+    assert all(rows[kid].retired_at == hand_over for kid in before)
+
+
+def test_keys_rotate_activate_after(workspace):
+    """`--activate-after 0` hands over at once; a negative or over-a-day delay is a usage
+    error that changes no key."""
+    runtime = workspace.runtime()
+
+    def key_states():
+        with runtime.session_factory() as session:
+            rows = session.scalars(select(SigningKey))
+            return {row.kid: (row.retired_at, row.expires_at) for row in rows}
+
+    try:
+        before = key_states()
+        for bad in ("-1", "86401", "soon"):
+            result = workspace.invoke("keys", "rotate", "--activate-after", bad)
+            assert result.returncode == 2 and "--activate-after" in result.stderr, bad
+        assert key_states() == before
+        started = int(time.time())
+        report = workspace.json("keys", "rotate", "--activate-after", "0", "--json")
+        with runtime.session_factory() as session:
+            rows = {row.kid: row for row in session.scalars(select(SigningKey))}
+    finally:
+        runtime.engine.dispose()
+    assert report["activate_after_seconds"] == 0
+    current_before = [kid for kid, (retired_at, _) in before.items() if retired_at is None]
+    assert current_before and set(rows) - set(before) == set(report["new_kids"])
+    for kid in current_before:
+        assert started <= rows[kid].retired_at <= int(time.time())
 
 
 def write_audit(workspace, *entries: AuditEntry) -> None:

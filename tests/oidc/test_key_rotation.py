@@ -1,8 +1,11 @@
 """Signing-key rotation (DESIGN.md Tokens; RFC 7517 §4.5 `kid`; OIDC Core §10.1.1).
 
-A rotation adds new keys that sign from then on; the retired keys stay in the JWKS,
-and tokens they signed keep verifying, until the overlap ends. Other processes pick
-the rotation up on their reload interval, or at once when they meet an unknown `kid`.
+A rotation adds new keys, published at once, that take over signing at the hand-over
+time (by default two reload intervals later, so that no process signs with a key
+another process does not publish yet); the retired keys stay in the JWKS, and tokens
+they signed keep verifying, until the overlap after the hand-over ends. Other
+processes pick the rotation up on their reload interval, or at once when they meet an
+unknown `kid`.
 Runs on its own database: the shared one keeps its signing keys between tests.
 """
 
@@ -129,15 +132,15 @@ def active(live, service, token: str) -> bool:
     return bool(response.json()["active"])
 
 
-def rotate(live, overlap: int = OVERLAP) -> list[str]:
+def rotate(live, overlap: int = OVERLAP, activate_after: int = 0) -> list[str]:
     runtime = live.runtime
     with transaction(runtime.session_factory) as session:
-        return rotate_signing_keys(session, runtime.keyring, overlap)
+        return rotate_signing_keys(session, runtime.keyring, overlap, activate_after).new_kids
 
 
-def test_rotation_signs_with_new_kid_and_keeps_old_published(live, service):
-    """New tokens carry the new kid; the old kid stays in the JWKS and its tokens verify
-    and introspect as active during the overlap."""
+def test_immediate_rotation_signs_with_new_kid_and_keeps_old_published(live, service):
+    """`--activate-after 0`: new tokens carry the new kid; the old kid stays in the JWKS
+    and its tokens verify and introspect as active during the overlap."""
     before = current_kids(live)
     old_token = machine_token(live, service)
     assert kid_of(old_token) == before["ES256"]
@@ -159,6 +162,49 @@ def test_rotation_signs_with_new_kid_and_keeps_old_published(live, service):
             assert row.expires_at == row.retired_at + OVERLAP
 
 
+def test_new_keys_are_published_before_they_sign(live, service, monkeypatch):
+    """Default rotation: the new kids are in the JWKS at once, but every process keeps
+    signing with the old keys until the hand-over, so a relying party that reads the JWKS
+    from any process finds the kid of every token; from the hand-over on the new keys
+    sign and tokens of the old ones keep verifying."""
+    before = current_kids(live)
+    runtime = live.runtime
+    with transaction(runtime.session_factory) as session:
+        rotation = rotate_signing_keys(session, runtime.keyring, OVERLAP)
+    assert rotation.hand_over >= now() + keys_module.RELOAD_INTERVAL_SECONDS
+    runtime.signing_keys.invalidate()  # this process has reloaded since the rotation
+    assert published_kids(live) == set(before.values()) | set(rotation.new_kids)
+    before_hand_over = machine_token(live, service)
+    assert kid_of(before_hand_over) == before["ES256"]
+    stale = keys_module.SigningKeys(runtime.session_factory, runtime.keyring)
+    assert stale.signing_key("RS256").kid == before["RS256"]
+    with runtime.session_factory() as session:
+        old_rows = session.scalars(select(SigningKey).where(SigningKey.kid.in_(before.values())))
+        for row in old_rows:
+            assert row.retired_at == rotation.hand_over
+            assert row.expires_at == rotation.hand_over + OVERLAP
+    monkeypatch.setattr(keys_module, "now", lambda: rotation.hand_over)
+    after_hand_over = machine_token(live, service)
+    assert kid_of(after_hand_over) in rotation.new_kids
+    for alg in SUPPORTED_ALGS:
+        assert runtime.signing_keys.signing_key(alg).kid in rotation.new_kids
+    for token in (before_hand_over, after_hand_over):
+        assert verifies_against_jwks(live, token)
+        assert active(live, service, token)
+
+
+def test_rotation_refuses_negative_durations(live):
+    """A hand-over in the past or a negative overlap is refused and writes nothing."""
+    runtime = live.runtime
+    before = current_kids(live)
+    for overlap, activate_after in ((OVERLAP, -1), (-1, 0)):
+        with pytest.raises(ValueError), transaction(runtime.session_factory) as session:
+            rotate_signing_keys(session, runtime.keyring, overlap, activate_after)
+    assert current_kids(live) == before
+    with runtime.session_factory() as session:
+        assert all(row.retired_at is None for row in session.scalars(select(SigningKey)))
+
+
 def test_old_key_leaves_jwks_after_overlap(live, service):
     """Once expires_at has passed, the retired key is no longer published or trusted."""
     before = current_kids(live)
@@ -178,9 +224,12 @@ def test_old_key_leaves_jwks_after_overlap(live, service):
     assert active(live, service, machine_token(live, service))
 
 
-def test_cli_rotation_reaches_a_running_server_on_reload(live, service, clock, tmp_path):
+def test_cli_rotation_reaches_a_running_server_on_reload(
+    live, service, clock, tmp_path, monkeypatch
+):
     """`authserver keys rotate` in another process: the running server keeps its cache
-    until the reload interval, then signs with the new kid and publishes both."""
+    until the reload interval, then publishes both and signs with the new kid from the
+    hand-over time on."""
     before = current_kids(live)
     assert kid_of(machine_token(live, service)) == before["ES256"]  # cache loaded
     result = run_cli(
@@ -198,9 +247,13 @@ def test_cli_rotation_reaches_a_running_server_on_reload(live, service, clock, t
     assert new_es256 in report["new_kids"]
     # Within the reload interval this process still signs with what it loaded.
     assert kid_of(machine_token(live, service)) == before["ES256"]
+    # After it, it publishes the new keys but signs with the old ones until the hand-over.
     clock.offset = keys_module.RELOAD_INTERVAL_SECONDS + 1
-    assert kid_of(machine_token(live, service)) == new_es256
     assert published_kids(live) == set(before.values()) | set(report["new_kids"])
+    assert kid_of(machine_token(live, service)) == before["ES256"]
+    assert report["activate_after_seconds"] == keys_module.PUBLISH_BEFORE_SIGNING_SECONDS
+    monkeypatch.setattr(keys_module, "now", lambda: report["signing_from"])
+    assert kid_of(machine_token(live, service)) == new_es256
 
 
 def test_unknown_kid_from_another_process_is_picked_up(live, service, clock):
@@ -212,7 +265,7 @@ def test_unknown_kid_from_another_process_is_picked_up(live, service, clock):
     )
     try:
         with transaction(other.session_factory) as session:
-            new_kids = rotate_signing_keys(session, other.keyring, OVERLAP)
+            new_kids = rotate_signing_keys(session, other.keyring, OVERLAP, 0).new_kids
         with transaction(other.session_factory) as session:
             issued = other.minter.access_token(
                 session,
