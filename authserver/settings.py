@@ -264,6 +264,9 @@ def _check_mail(settings: Settings) -> None:
         raise SettingsError(f"{PREFIX}SMTP_USERNAME needs {PREFIX}SMTP_PASSWORD(_FILE)")
 
 
+MAX_PRODUCTION_AUDIT_LINK_INTERVAL = 60.0
+
+
 def _check_production(settings: Settings) -> Settings:
     if not settings.https_issuer:
         raise SettingsError("production requires an https issuer")
@@ -273,6 +276,13 @@ def _check_production(settings: Settings) -> Settings:
         raise SettingsError(f"production refuses development defaults; set {names}")
     if len(settings.secret_key) < 32:
         raise SettingsError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
+    # Rows are protected by the hash chain only once linked: 0 turns the linker off (for
+    # tests and one-shot commands), and a long interval leaves rows unlinked that long.
+    if not 0 < settings.audit_link_interval <= MAX_PRODUCTION_AUDIT_LINK_INTERVAL:
+        raise SettingsError(
+            f"{PREFIX}AUDIT_LINK_INTERVAL must be above 0 and at most "
+            f"{MAX_PRODUCTION_AUDIT_LINK_INTERVAL:g} seconds in production"
+        )
     _check_production_webhook(settings)
     return settings
 

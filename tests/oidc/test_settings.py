@@ -319,6 +319,27 @@ def test_mail_settings_from_the_environment(instance, tmp_path):
     assert (settings.smtp_username, settings.smtp_password) == ("mailer", "relay-password-0123")
 
 
+@pytest.mark.parametrize("interval", ["0", "0.0", "61", "86400"])
+def test_production_refuses_audit_link_interval_off_or_long(instance, interval):
+    """Audit rows are tamper-evident only once linked into the chain: production refuses a
+    linker switched off (0) or one that leaves rows unlinked for more than a minute."""
+    env = production_env(instance, AUTHSERVER_AUDIT_LINK_INTERVAL=interval)
+    with pytest.raises(SettingsError, match="AUDIT_LINK_INTERVAL"):
+        check_settings(load_settings(env))
+
+
+@pytest.mark.parametrize("interval", ["0.2", "60"])
+def test_production_accepts_audit_link_interval_up_to_a_minute(instance, interval):
+    env = production_env(instance, AUTHSERVER_AUDIT_LINK_INTERVAL=interval)
+    assert check_settings(load_settings(env)).audit_link_interval == float(interval)
+
+
+def test_development_accepts_audit_linker_off(instance):
+    """Tests and one-shot commands run without the background linker."""
+    env = production_env(instance, AUTHSERVER_ENV="development", AUTHSERVER_AUDIT_LINK_INTERVAL="0")
+    assert check_settings(load_settings(env)).audit_link_interval == 0
+
+
 @pytest.mark.parametrize(
     ("url", "secret", "message"),
     [
