@@ -10,11 +10,13 @@ account with `accounts.store_account`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -28,6 +30,20 @@ from vault.models import Connection, ConnectState
 
 STATE_TTL_SECONDS = 600
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+# RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\\`.
+SCOPE_CHARS = {chr(c) for c in range(0x21, 0x7F)} - {'"', "\\"}
+# Set by `begin` itself; an extra parameter of the same name would replace or clash with it.
+RESERVED_AUTHORIZE_PARAMS = frozenset(
+    {
+        "client_id",
+        "code_challenge",
+        "code_challenge_method",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,34 @@ def _digest(value: str) -> str:
 
 def _state_aad(state_hash: str, user_id: str, connection: str) -> bytes:
     return associated_data("vault_connect_state", state_hash, user_id, connection)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(label: str, url: str) -> None:
+    """RFC 6749 §3.1/§3.2: an absolute URL without fragment; TLS (§3.1, §3.2) except on
+    loopback, where a local test provider runs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError:
+        host = None
+    # urlsplit drops tabs and newlines silently; such a URL is refused, not repaired.
+    controls = any(ord(char) < 0x21 or ord(char) == 0x7F for char in url)
+    if host is None or parts.scheme not in ("https", "http") or "#" in url or controls:
+        raise VaultError(f"{label} must be an absolute https URL without fragment: {url!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise VaultError(f"{label} must use https (http only on loopback): {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise VaultError(f"{label} must not carry credentials: {url!r}")
 
 
 def create_connection(
@@ -76,6 +120,20 @@ def create_connection(
     defaults = default_scopes if default_scopes is not None else list(scopes)
     if not set(defaults) <= set(scopes):
         raise VaultError("default scopes must be among the connection's scopes")
+    bad_scopes = [scope for scope in scopes if not scope or not set(scope) <= SCOPE_CHARS]
+    if not scopes or bad_scopes:
+        raise VaultError("scopes: one or more RFC 6749 scope tokens (no spaces or quotes)")
+    clashing = sorted(set(authorize_params or {}) & RESERVED_AUTHORIZE_PARAMS)
+    if clashing:
+        raise VaultError(f"authorize parameters set by the vault itself: {', '.join(clashing)}")
+    for label, url in (
+        ("authorize URL", authorize_url),
+        ("token URL", token_url),
+        ("revocation URL", revocation_url),
+        ("discovery URL", discovery_url),
+    ):
+        if url is not None:
+            check_endpoint(label, url)
     connection = Connection(
         name=name,
         display_name=display_name,

@@ -9,7 +9,7 @@ import click
 from sqlalchemy import select
 
 from vault import upstream
-from vault.connect import create_connection
+from vault.connect import check_endpoint, create_connection
 from vault.errors import UpstreamError, VaultError
 from vault.models import Connection
 
@@ -38,9 +38,12 @@ def _endpoints(discovery_url: str | None, given: dict[str, str | None]) -> dict[
     if not discovery_url:
         return given
     try:
+        check_endpoint("discovery URL", discovery_url)  # before fetching anything from it
         document = upstream.discover(discovery_url)
     except UpstreamError as error:
         raise click.ClickException(f"discovery failed: {error}") from None
+    except VaultError as error:
+        raise click.ClickException(str(error)) from None
     return {
         "authorize_url": given["authorize_url"] or document.get("authorization_endpoint"),
         "token_url": given["token_url"] or document.get("token_endpoint"),
@@ -107,7 +110,12 @@ def connections_create(
     )
     if not urls["authorize_url"] or not urls["token_url"]:
         raise click.ClickException("give --discovery-url or both --authorize-url and --token-url")
-    extra = dict(item.split("=", 1) for item in params if "=" in item)
+    malformed = [item for item in params if "=" not in item or item.startswith("=")]
+    if malformed:
+        raise click.BadParameter(
+            f"expected key=value, got {malformed[0]!r}", param_hint="--authorize-param"
+        )
+    extra = dict(item.split("=", 1) for item in params)
     runtime = load_runtime()
     with session_for(runtime) as session:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -517,3 +518,75 @@ def test_unusable_key_ring_or_secret_file_is_a_clear_error(workspace, tmp_path):
             assert len(session.scalars(select(AuditEvent.id)).all()) == audit_rows_before
     finally:
         runtime.engine.dispose()
+
+
+def connection_names(workspace) -> list[str]:
+    listed = json.loads(workspace.invoke("connections", "list", "--json").stdout)
+    return sorted(item["name"] for item in listed)
+
+
+CONNECTION = [
+    "connections", "create", "--name", "drive", "--client-id", "vault-client",
+    "--client-secret", "upstream-secret-0123456789",
+    "--authorize-url", "https://accounts.example.com/o/authorize",
+    "--token-url", "https://accounts.example.com/o/token",
+    "--scope", "files.read", "--scope", "files.write",
+]  # fmt: skip
+
+
+def test_connections_create_prints_everything_but_the_secret(workspace):
+    """The control case: explicit https endpoints; the client secret is stored sealed."""
+    before = connection_names(workspace)
+    created = workspace.invoke(*CONNECTION, "--authorize-param", "access_type=offline", "--json")
+    assert created.returncode == 0, created.stderr
+    data = json.loads(created.stdout)
+    assert data["token_url"] == "https://accounts.example.com/o/token"
+    assert "upstream-secret" not in created.stdout
+    assert connection_names(workspace) == sorted([*before, "drive"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--token-url", "accounts.example.com/o/token"),  # not absolute
+        ("--token-url", "ftp://accounts.example.com/token"),
+        ("--token-url", "http://accounts.example.com/token"),  # no TLS off loopback
+        ("--token-url", "https://accounts.example.com/token#frag"),
+        ("--token-url", "https://user:pw@accounts.example.com/token"),
+        ("--token-url", "https://accounts.example.com/to\nken"),
+        ("--token-url", "https://accounts.example.com:99999/token"),
+        ("--authorize-url", "javascript:alert(1)"),
+        ("--revocation-url", "not a url"),
+        ("--discovery-url", "file:///etc/passwd"),
+        ("--discovery-url", "http://metadata.example.com/.well-known/openid-configuration"),
+        ("--scope", "two words"),
+        ("--authorize-param", "state=fixed"),
+        ("--authorize-param", "code_challenge_method=plain"),
+    ],
+)
+def test_connections_create_refuses_bad_endpoints_scopes_and_params(workspace, option, value):
+    """RFC 6749 §3.1/§3.2 endpoints (absolute, no fragment, TLS except on loopback), §3.3
+    scope tokens, and no extra parameter that would replace what the vault sets itself:
+    a clear error, and no connection is created."""
+    before = connection_names(workspace)
+    name = f"bad-{secrets.token_hex(4)}"  # a name clash must not be what refuses it
+    args = [a if a != "drive" else name for a in CONNECTION]
+    result = workspace.invoke(*args, option, value)
+    assert result.returncode == 1, (value, result.stdout)
+    assert "Error:" in result.stderr and "Traceback" not in result.stderr
+    assert connection_names(workspace) == before
+
+
+def test_connections_create_refuses_a_malformed_authorize_param(workspace):
+    before = connection_names(workspace)
+    result = workspace.invoke(*CONNECTION, "--authorize-param", "access_type")
+    assert result.returncode == 2 and "key=value" in result.stderr
+    assert connection_names(workspace) == before
+
+
+def test_connections_create_accepts_http_on_loopback(workspace):
+    """A provider on this machine (the demo calendar) may use plain http."""
+    args = [a.replace("https://accounts.example.com", "http://127.0.0.1:8766") for a in CONNECTION]
+    result = workspace.invoke(*[a if a != "drive" else "local" for a in args])
+    assert result.returncode == 0, result.stderr
+    assert "local" in connection_names(workspace)
