@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 from .mail import parse_smtp_url
 
 log = logging.getLogger(__name__)
@@ -244,10 +247,32 @@ def check_settings(settings: Settings) -> Settings:
         )
     if not settings.https_issuer and not _is_loopback_http(settings.issuer):
         raise SettingsError(f"{PREFIX}ISSUER must use https outside loopback")
+    _check_database_url(settings.database_url)
     _check_mail(settings)
     if settings.is_production:
         return _check_production(settings)
     return _fill_development_gaps(settings)
+
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+
+
+def _check_database_url(database_url: str) -> None:
+    """A URL SQLAlchemy can use, for a database we support, with its driver installed.
+    Messages never repeat the URL: it may hold a password."""
+    example = "sqlite:///path/to/authserver.db or postgresql+psycopg://user@host/dbname"
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise SettingsError(f"{PREFIX}DATABASE_URL is not a database URL ({example})") from None
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise SettingsError(f"{PREFIX}DATABASE_URL: only SQLite and PostgreSQL ({example})")
+    try:
+        url.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL: driver {url.drivername!r} is not installed ({example})"
+        ) from None
 
 
 def _check_mail(settings: Settings) -> None:

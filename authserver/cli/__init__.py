@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from vault.errors import DecryptionError, KeyRingError
 
@@ -23,6 +24,14 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except KeyRingError as error:  # its messages never contain key text
             raise click.ClickException(f"{PREFIX}VAULT_KEYS: {error}") from None
+        except (OperationalError, InterfaceError, ProgrammingError) as error:
+            # The driver's own first line (connection refused, unable to open file, no such
+            # table): enough to act on, without a traceback. It never holds the password.
+            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+            raise click.ClickException(
+                f"database error: {reason or type(error.orig).__name__} "
+                f"(check {PREFIX}DATABASE_URL; a new database needs `authserver init`)"
+            ) from None
         except DecryptionError:
             raise click.ClickException(
                 f"a stored secret could not be unsealed: is {PREFIX}VAULT_KEYS the key ring "

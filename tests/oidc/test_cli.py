@@ -590,3 +590,30 @@ def test_connections_create_accepts_http_on_loopback(workspace):
     result = workspace.invoke(*[a if a != "drive" else "local" for a in args])
     assert result.returncode == 0, result.stderr
     assert "local" in connection_names(workspace)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "AUTHSERVER_DATABASE_URL is not a database URL"),
+        ("mysql://admin:S3cretPW@127.0.0.1/db", "only SQLite and PostgreSQL"),
+        ("postgresql+nodriver://admin:S3cretPW@127.0.0.1/db", "is not installed"),
+        ("postgresql+psycopg://admin:S3cretPW@127.0.0.1:1/db", "database error: connection"),
+        ("sqlite:///{tmp}/empty.db", "database error: no such table"),
+    ],
+    ids=["unparsable", "unsupported", "no_driver", "unreachable", "not_initialised"],
+)
+def test_database_url_problems_are_operator_errors(workspace, tmp_path, url, message):
+    """A wrong AUTHSERVER_DATABASE_URL or a database that is down or empty: one line that
+    says so, exit status 1, no traceback, and never the password from the URL."""
+    env = {
+        **workspace.env,
+        "AUTHSERVER_INSTANCE_PATH": str(workspace.cwd / "instance"),
+        "AUTHSERVER_DATABASE_URL": url.format(tmp=tmp_path),
+    }
+    result = CliRunner().invoke(cli_main, ["users", "list"], env=env)
+    output = result.stdout + result.stderr
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught error
+    assert result.exit_code == 1, output
+    assert message in result.stderr
+    assert "Traceback" not in output and "S3cretPW" not in output

@@ -158,7 +158,9 @@ def test_issuer_trailing_slash_is_normalised(instance, given, expected):
     whether it comes from the environment or from overrides."""
     from_env = check_settings(load_settings(production_env(instance, AUTHSERVER_ISSUER=given)))
     assert from_env.issuer == expected
-    overridden = Settings(issuer=given, vault_keys=TEST_KEYRING.serialize())
+    overridden = Settings(
+        issuer=given, vault_keys=TEST_KEYRING.serialize(), database_url="sqlite://"
+    )
     assert check_settings(overridden).issuer == expected
 
 
