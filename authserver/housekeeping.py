@@ -12,7 +12,7 @@ from vault.retirement import Removed, purge_unused
 
 from .audit import AuditEntry, make_row
 from .db import transaction
-from .models import AccessTokenRecord, AuthorizationCode, now
+from .models import AccessTokenRecord, AuthorizationCode, BrowserSession, now
 
 DAY = 24 * 3600
 # Kept a little after expiry, so a late replay is still recognised as one.
@@ -48,10 +48,14 @@ def purge(runtime: Any, unused_days: int) -> dict[str, int]:
         tokens = session.execute(
             delete(AccessTokenRecord).where(AccessTokenRecord.expires_at < cutoff)
         ).rowcount
+        browsers = session.execute(
+            delete(BrowserSession).where(BrowserSession.expires_at < now())
+        ).rowcount
     return {
         "accounts": accounts,
         "revoked_upstream": sum(one.revoked_upstream for one in removed),
         "connect_states": states,
         "codes": codes,
         "access_token_records": tokens,
+        "browser_sessions": browsers,
     }

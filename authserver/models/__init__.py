@@ -8,7 +8,7 @@ from .grants import AccessTokenRecord, AuthorizationCode, Consent, Grant, Refres
 from .keys import ServerSecret, SigningKey
 from .rar import AuthorizationDetailType
 from .ratelimit import RateLimitCounter
-from .users import User
+from .users import BrowserSession, User
 
 __all__ = [
     "APPROVED",
@@ -21,6 +21,7 @@ __all__ = [
     "AuthorizationCode",
     "AuthorizationDetailType",
     "BackchannelRequest",
+    "BrowserSession",
     "Base",
     "Client",
     "Consent",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, new_id, now
@@ -35,3 +35,16 @@ class User(Base):
 
     def get_id(self) -> str:
         return self.id
+
+
+class BrowserSession(Base):
+    """A signed-in browser. The session cookie carries a random id; only its SHA-256 is
+    stored. Signing out deletes the row, so a copy of the cookie made before (it stays
+    validly signed) no longer signs anyone in."""
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(default=now)
+    expires_at: Mapped[int] = mapped_column(index=True)

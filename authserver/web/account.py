@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select
 
 from ..models import Client, User, now
 from ..tokens import InvalidOwnToken
-from . import context
+from . import browser_sessions, context
 from .extensions import login_throttle
 from .navigation import safe_next
 
@@ -107,8 +107,10 @@ def login_submit() -> Any:
     throttle.release(counted_name, address)
     if runtime.passwords.needs_rehash(user.password_hash):
         user.password_hash = runtime.passwords.hash(password)
+    browser_sessions.end()  # a session already signed in here is replaced, not left live
     session.clear()
     login_user(user)
+    browser_sessions.start(user)
     session["auth_time"] = now()
     context.record("login", user_id=user.id)
     context.commit()
@@ -153,7 +155,8 @@ def _logout_target(values: Any) -> tuple[str | None, str | None]:
 def _finish_logout(target: str | None) -> Any:
     if current_user.is_authenticated:
         context.record("logout", user_id=current_user.id)
-        context.commit()
+    browser_sessions.end()
+    context.commit()
     logout_user()
     session.clear()
     return redirect(target) if target else render_template("logged_out.html")

@@ -10,7 +10,7 @@ from ..models import User
 from ..oauth import build_authorization_server
 from ..oauth.server import AuthorizationServer
 from ..ratelimit import LoginThrottle, make_storage
-from . import context
+from . import browser_sessions, context
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -21,6 +21,8 @@ login_manager.session_protection = "basic"
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
+    if not browser_sessions.is_live(user_id):  # signed out, expired, or from before sessions
+        return None
     user = context.db().get(User, user_id)
     return user if user is not None and user.is_active else None
 

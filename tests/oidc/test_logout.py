@@ -9,15 +9,20 @@ must not sign anyone out).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from urllib.parse import urlencode
 
 import jwt
 import pytest
+from sqlalchemy import select, update
 
-from tests.support.db import audit_events
+from authserver.db import transaction
+from authserver.housekeeping import purge
+from authserver.models import BrowserSession, now
+from tests.support.db import audit_events, count
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.support.flows import csrf_token, hidden_fields, query_of
+from tests.support.flows import Browser, csrf_token, hidden_fields, query_of
 from tests.support.oauth import tokens_for
 from tests.support.responses import assert_html_page, signed_in_user
 
@@ -242,3 +247,111 @@ def test_overlong_state_is_refused(app, signed_in, rp, id_token):
     )
     assert_html_page(response, 400)
     assert signed_in_user(signed_in.client) is not None
+
+
+COOKIE = "authserver_session"
+
+
+def is_signed_in(app, cookie_value: str) -> bool:
+    """What a second browser holding a copy of the cookie sees on the home page."""
+    other = app.test_client()
+    other.set_cookie(COOKIE, cookie_value)
+    return "Signed in as" in other.get("/").get_data(as_text=True)
+
+
+def copied_cookie(browser) -> str:
+    cookie = browser.client.get_cookie(COOKIE)
+    assert cookie is not None
+    return str(cookie.value)
+
+
+def browser_session_count(app) -> int:
+    return count(app, BrowserSession)
+
+
+def test_copy_of_the_session_cookie_is_dead_after_sign_out(app, signed_in, alice, rp, id_token):
+    """The cookie is signed, not stored: a copy taken while signed in (shared computer,
+    backup, malware) must not outlive the sign-out. The session row goes with it."""
+    copy = copied_cookie(signed_in)
+    assert is_signed_in(app, copy)
+    sessions = browser_session_count(app)
+    response = logout(signed_in, id_token_hint=id_token, post_logout_redirect_uri=POST_LOGOUT)
+    assert response.status_code == 302
+    assert not is_signed_in(app, copy)
+    assert browser_session_count(app) == sessions - 1
+    replayed = app.test_client()
+    replayed.set_cookie(COOKIE, copy)
+    again = replayed.get(
+        "/authorize?"
+        + urlencode(
+            {
+                "client_id": rp.client_id,
+                "response_type": "code",
+                "redirect_uri": rp.redirect_uri,
+                "scope": "openid",
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                "code_challenge_method": "S256",
+            }
+        )
+    )
+    assert again.status_code == 302 and again.headers["Location"].startswith("/login")
+
+
+def test_signing_in_again_ends_the_previous_session(app, signed_in, alice):
+    """A second sign-in in the same browser replaces its session: the old cookie's copy
+    stops working and only one session row remains for that browser."""
+    first = copied_cookie(signed_in)
+    sessions = browser_session_count(app)
+    assert signed_in.login("alice", DEFAULT_PASSWORD).status_code == 302
+    second = copied_cookie(signed_in)
+    assert browser_session_count(app) == sessions
+    assert not is_signed_in(app, first)
+    assert is_signed_in(app, second)
+
+
+def test_expired_browser_session_signs_nobody_in(app, signed_in):
+    copy = copied_cookie(signed_in)
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        session.execute(update(BrowserSession).values(expires_at=now() - 1))
+    assert not is_signed_in(app, copy)
+
+
+def test_cookie_without_a_session_id_signs_nobody_in(app, client, alice):
+    """A validly signed cookie naming a user but no live session (made before browser
+    sessions existed, or built with a leaked SECRET_KEY alone) is not a sign-in."""
+    with client.session_transaction() as session:
+        session["_user_id"] = alice.id
+        session["_fresh"] = True
+    assert signed_in_user(client) == alice.id  # the cookie does say alice
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+    with client.session_transaction() as session:
+        session["sid"] = "guessed-" + "0" * 40
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+
+
+def test_housekeeping_purges_expired_browser_sessions_only(app, signed_in):
+    """`vault purge` (housekeeping) deletes session rows past their expiry, not live ones."""
+    runtime = app.extensions["authserver"]
+    other = app.test_client()
+    assert Browser(other).login("alice", DEFAULT_PASSWORD).status_code == 302
+    expired = copied_cookie(signed_in)
+    expired_hash = hashlib.sha256(session_id(signed_in).encode()).hexdigest()
+    with transaction(runtime.session_factory) as session:
+        rows = session.scalars(select(BrowserSession)).all()
+        assert len(rows) == 2
+        session.execute(
+            update(BrowserSession)
+            .where(BrowserSession.id_hash == expired_hash)
+            .values(expires_at=now() - 1)
+        )
+    report = purge(runtime, unused_days=365)
+    assert report["browser_sessions"] == 1
+    assert browser_session_count(app) == 1
+    assert not is_signed_in(app, expired)
+    assert is_signed_in(app, copied_cookie(Browser(other)))
+
+
+def session_id(browser) -> str:
+    with browser.client.session_transaction() as session:
+        return str(session["sid"])
