@@ -145,7 +145,7 @@ class TokenMinter:
         try:
             return jwt.decode(
                 token,
-                key.private_key.public_key(),
+                key.public_key,
                 algorithms=[key.alg],
                 issuer=self.settings.issuer,
                 leeway=CLOCK_SKEW_SECONDS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ...credentials import digest
@@ -21,13 +21,30 @@ class FoundToken:
     client_id: str
     active: bool
     claims: dict[str, Any]
-    access_record: AccessTokenRecord | None = None
+    grant_id: str | None = None  # None: a client's own token (client credentials)
+    access_jti: str | None = None  # access tokens: the record's key, for revocation
     refresh_row: RefreshToken | None = None
-    grant: Grant | None = None
+    grant: Grant | None = None  # refresh tokens: the grant, loaded
 
 
 def _grant_live(grant: Grant | None) -> bool:
     return grant is None or (grant.revoked_at is None and grant.expires_at > now())
+
+
+# The record and its grant's state in one statement, without loading ORM objects: a
+# token exchange reads two access tokens, and this halves the cost of each read.
+_ACCESS_RECORD_AND_GRANT = (
+    select(
+        AccessTokenRecord.client_id,
+        AccessTokenRecord.grant_id,
+        AccessTokenRecord.revoked_at,
+        AccessTokenRecord.expires_at,
+        Grant.revoked_at.label("grant_revoked_at"),
+        Grant.expires_at.label("grant_expires_at"),
+    )
+    .outerjoin(Grant, Grant.id == AccessTokenRecord.grant_id)
+    .where(AccessTokenRecord.jti == bindparam("jti"))
+)
 
 
 def find_access_token(session: Session, minter: TokenMinter, value: str) -> FoundToken | None:
@@ -35,13 +52,18 @@ def find_access_token(session: Session, minter: TokenMinter, value: str) -> Foun
         claims = minter.verify(value, typ=ACCESS_TOKEN_TYP, verify_exp=False)
     except InvalidOwnToken:
         return None
-    record = session.get(AccessTokenRecord, str(claims.get("jti", "")))
-    if record is None:
+    jti = str(claims.get("jti", ""))
+    row = session.connection().execute(_ACCESS_RECORD_AND_GRANT, {"jti": jti}).one_or_none()
+    if row is None:
         return None
-    grant = session.get(Grant, record.grant_id) if record.grant_id else None
-    active = record.revoked_at is None and record.expires_at > now() and _grant_live(grant)
+    moment = now()
+    # grant_id is a cascading foreign key: a record never outlives its grant.
+    grant_live = row.grant_id is None or (
+        row.grant_revoked_at is None and (row.grant_expires_at or 0) > moment
+    )
+    active = row.revoked_at is None and row.expires_at > moment and grant_live
     return FoundToken(
-        "access_token", record.client_id, active, claims, access_record=record, grant=grant
+        "access_token", row.client_id, active, claims, grant_id=row.grant_id, access_jti=jti
     )
 
 
@@ -57,7 +79,15 @@ def find_refresh_token(session: Session, value: str) -> FoundToken | None:
         "iat": row.issued_at,
         "exp": row.expires_at,
     }
-    return FoundToken("refresh_token", row.client_id, active, claims, refresh_row=row, grant=grant)
+    return FoundToken(
+        "refresh_token",
+        row.client_id,
+        active,
+        claims,
+        grant_id=row.grant_id,
+        refresh_row=row,
+        grant=grant,
+    )
 
 
 def find_token(

@@ -12,8 +12,9 @@ from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.token_endpoint import TokenEndpoint
+from sqlalchemy import update
 
-from ...models import now
+from ...models import AccessTokenRecord, now
 from ..issuance import revoke_grant
 from .lookup import FoundToken, find_token
 
@@ -35,7 +36,7 @@ class RevocationEndpoint(TokenEndpoint):
             self.server.record(
                 "token.revoked",
                 client_id=client.client_id,
-                user_id=found.claims.get("sub") if found.grant else None,
+                user_id=found.claims.get("sub") if found.grant_id else None,
                 details={"token_type": found.kind},
             )
             self.server.commit()
@@ -44,5 +45,12 @@ class RevocationEndpoint(TokenEndpoint):
     def _revoke(self, found: FoundToken) -> None:
         if found.kind == "refresh_token" and found.grant is not None:
             revoke_grant(self.server.db(), found.grant.id, "revoked_by_client")
-        elif found.access_record is not None and found.access_record.revoked_at is None:
-            found.access_record.revoked_at = now()
+        elif found.kind == "access_token" and found.access_jti is not None:
+            self.server.db().execute(
+                update(AccessTokenRecord)
+                .where(
+                    AccessTokenRecord.jti == found.access_jti,
+                    AccessTokenRecord.revoked_at.is_(None),
+                )
+                .values(revoked_at=now())
+            )

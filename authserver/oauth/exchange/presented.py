@@ -58,7 +58,7 @@ def _from_access_token(session: Session, minter: TokenMinter, value: str) -> Pre
         subject=str(claims["sub"]),
         client_id=found.client_id,
         scopes=scope_list(claims.get("scope")),
-        grant_id=found.access_record.grant_id if found.access_record else None,
+        grant_id=found.grant_id,
         act=claims.get("act"),
         may_act=claims.get("may_act"),
         auth_time=claims.get("auth_time"),
