@@ -110,6 +110,38 @@ def test_every_service_command_exists_in_the_project(name):
     _check_command(_command_of(service))
 
 
+def _networks_of(service: dict) -> set[str]:
+    networks = service.get("networks", ["default"])
+    return set(networks if isinstance(networks, list) else networks.keys())
+
+
+def test_only_the_proxy_can_reach_the_authserver():
+    """The authserver trusts X-Forwarded-* (AUTHSERVER_PROXY_HOPS, gunicorn
+    --forwarded-allow-ips): a container that could connect to it directly could claim any
+    client address (sign-in throttling is per address). So it shares a network only with
+    Caddy and the database, and the database network has no way out."""
+    compose = _compose()
+    services = compose["services"]
+    assert services["authserver"]["environment"]["AUTHSERVER_PROXY_HOPS"] == "1"
+    for network in _networks_of(services["authserver"]):
+        others = {
+            name
+            for name, service in services.items()
+            if name != "authserver" and network in _networks_of(service)
+        }
+        assert others <= {"caddy", "postgres", "migrate"}, (network, others)
+        assert "caddy" in others or others <= {"postgres", "migrate"}
+    assert "caddy" in {
+        name
+        for name, service in services.items()
+        if _networks_of(service) & _networks_of(services["authserver"])
+    }
+    db_networks = _networks_of(services["postgres"])
+    assert all(compose["networks"][name].get("internal") for name in db_networks)
+    for agent_side in ("agent", "broker", "calendar"):
+        assert not _networks_of(services[agent_side]) & _networks_of(services["authserver"])
+
+
 def _image_user() -> tuple[int, int]:
     """The uid (and its group, created with it by `useradd`) the image's processes run as."""
     dockerfile = (ROOT / "Dockerfile").read_text()
