@@ -58,6 +58,12 @@ def record(event: str, outcome: str = "success", **fields: Any) -> None:
     entries.append(AuditEntry(event=event, outcome=outcome, **fields))
 
 
+def refusal_recorded() -> bool:
+    """Whether this request has already buffered an audit entry for a refusal."""
+    entries: list[AuditEntry] = g.get("audit_entries", [])
+    return any(entry.outcome == "refused" for entry in entries)
+
+
 def _pending_rows() -> list[Any]:
     entries: list[AuditEntry] = g.pop("audit_entries", [])
     key = runtime().audit_key

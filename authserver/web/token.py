@@ -45,8 +45,8 @@ UNAUDITED_ERRORS = {"authorization_pending"}
 
 def _refused(response: Response, event: str) -> Response:
     body: dict[str, Any] = response.get_json(silent=True) or {}
-    if body.get("error") in UNAUDITED_ERRORS:
-        return response
+    if body.get("error") in UNAUDITED_ERRORS or context.refusal_recorded():
+        return response  # a flow that audited its own refusal, with its details, says it once
     context.record(
         event,
         "refused",

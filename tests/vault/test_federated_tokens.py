@@ -223,6 +223,7 @@ def test_every_request_is_audited_without_tokens(scene, spy):
     scene.connect("alice")
     subject = scene.subject_token("alice")
     bob = scene.subject_token("bob")
+    generic_refusals = len(scene.events("token"))
     responses = [scene.federated(subject) for _ in range(3)]
     responses.append(scene.federated(subject, scope="calendar.read"))  # missing scopes
     responses.append(scene.federated(bob))  # not connected
@@ -255,6 +256,8 @@ def test_every_request_is_audited_without_tokens(scene, spy):
         scene.user_ids["alice"]
     ]
     assert all(e.details["connection"] == "calendar" for e in events)
+    # One row per refusal: the token endpoint's generic "token refused" is not added.
+    assert len(scene.events("token")) == generic_refusals
     served = [r.json()["access_token"] for r in responses if r.status_code == 200]
     secrets = [*spy.secrets(), *served, subject, bob]
     assert leaks(json.dumps([e.details for e in events]), secrets) == []
