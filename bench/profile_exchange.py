@@ -1,0 +1,137 @@
+"""Where an RFC 8693 token exchange spends its time (the figures in bench/README.md).
+
+    .venv/bin/python bench/profile_exchange.py [--postgres URL] [--requests N]
+
+The WSGI app is called in-process, pinned to one core, with the request `make bench`
+sends in its `token_exchange` scenario (the user's access token as subject, the agent's
+own token as actor, the resource as audience, Basic auth). Prints wall and CPU µs per
+request, then the same requests under cProfile: inclusive time of the steps (cProfile
+inflates call-heavy Python code, so read the shares, not the absolute µs).
+
+The subject and actor tokens are minted over HTTP by a gunicorn started for that on the
+other core; it is idle while the app is measured. Prints JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/profile_exchange.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import fixtures, servers  # noqa: E402
+from bench.harness import Cleanup, log, pick_cores, temp_dir  # noqa: E402
+from bench.profile_parts import call, environ_for  # noqa: E402
+
+# (label, file fragment, function): inclusive time of each under cProfile.
+STEPS = [
+    ("whole WSGI request", "flask/app.py", "wsgi_app"),
+    (
+        "validate_token_request (both tokens, policy)",
+        "grants/token_exchange.py",
+        "validate_token_request",
+    ),
+    ("reading the two presented tokens", "grants/token_exchange.py", "_read"),
+    ("· JWT verification ×2 (PyJWT, ES256)", "authserver/tokens.py", "verify"),
+    (
+        "· find_access_token ×2 (verification + record and grant read)",
+        "endpoints/lookup.py",
+        "find_access_token",
+    ),
+    ("create_token_response (mint + record)", "grants/token_exchange.py", "create_token_response"),
+    ("commit (audit rows + COMMIT)", "web/context.py", "commit"),
+    ("before_request hooks", "flask/app.py", "preprocess_request"),
+]
+
+
+def _exchange_environ(server: servers.AuthServer) -> dict[str, Any]:
+    assert server.agent_client is not None
+    body = fixtures.exchange_body(server).encode("ascii")
+    template = environ_for(server)
+    template.update(
+        HTTP_AUTHORIZATION="Basic " + server.agent_client.basic,
+        CONTENT_LENGTH=str(len(body)),
+        _body=body,
+    )
+    return template
+
+
+def measure(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> dict[str, Any]:
+    os.environ.update({k: v for k, v in server.env.items() if k.startswith("AUTHSERVER_")})
+    from authserver import create_app
+
+    template = _exchange_environ(server)
+    app = create_app()
+    runtime = app.extensions["authserver"]
+    cleanup.push("in-process app", lambda: (runtime.linker.stop(), runtime.engine.dispose()))
+    for _ in range(200):  # warm caches (compiled SQL, keys, registrations)
+        call(app, template)
+    walls, cpus = [], []
+    for _ in range(5):
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(requests // 5):
+            call(app, template)
+        walls.append((time.perf_counter() - started) / (requests // 5) * 1e6)
+        cpus.append((time.process_time() - cpu) / (requests // 5) * 1e6)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        call(app, template)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    steps = dict.fromkeys((label for label, _, _ in STEPS), 0.0)
+    for (filename, _line, function), (_cc, _nc, _tottime, cumtime, _callers) in stats.items():
+        for label, fragment, name in STEPS:
+            if function == name and filename.endswith(fragment):
+                steps[label] += cumtime
+    return {
+        "wall_us_per_request": round(statistics.median(walls), 1),
+        "cpu_us_per_request": round(statistics.median(cpus), 1),
+        "cpu_us_per_request_rounds": [round(c, 1) for c in cpus],
+        "profiled_inclusive_us_by_step": {
+            label: round(value / requests * 1e6, 1) for label, value in steps.items()
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", metavar="URL", help="profile on a scratch PostgreSQL DB")
+    parser.add_argument("--requests", type=int, default=1500)
+    args = parser.parse_args()
+    server_core, other_core = pick_cores()
+    try:
+        with Cleanup() as cleanup:
+            work = temp_dir(cleanup, "authserver-profile-exchange-")
+            (work / "db").mkdir()
+            url = f"sqlite:///{work / 'db' / 'authserver.db'}"
+            if args.postgres:
+                url = servers.scratch_postgres(cleanup, args.postgres)
+            server = servers.AuthServer("profile", url, work / "db")
+            servers.prepare(server, cleanup)
+            servers.start(server, cleanup, other_core)  # mints the two tokens, then idles
+            os.sched_setaffinity(0, {server_core})
+            log(f"in-process: {args.requests} token exchanges, then again under cProfile")
+            result = {
+                "database": "postgresql" if args.postgres else "sqlite",
+                "sqlite_synchronous": server.env.get("AUTHSERVER_SQLITE_SYNCHRONOUS", "FULL"),
+                "token_exchange": measure(server, args.requests, cleanup),
+            }
+    except KeyboardInterrupt:
+        return 130
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
