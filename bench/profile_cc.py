@@ -18,10 +18,8 @@ Prints JSON on stdout; progress on stderr.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import shutil
 import statistics
 import subprocess
@@ -35,8 +33,14 @@ if __package__ in (None, ""):  # `python bench/profile_cc.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import loadgen, servers  # noqa: E402
-from bench.harness import Cleanup, log, pick_cores, temp_dir  # noqa: E402
-from bench.profile_parts import call, components, environ_for, what_if  # noqa: E402
+from bench.harness import Cleanup, log, pick_cores  # noqa: E402
+from bench.profile_parts import (  # noqa: E402
+    app_for,
+    components,
+    environ_for,
+    rounds_then_profile,
+    what_if,
+)
 
 # Self time is charged to the first matching path fragment.
 PACKAGES = [
@@ -97,29 +101,10 @@ def _is_step(function: str, filename: str, fragment: str, name: str) -> bool:
 
 
 def in_process(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> dict[str, Any]:
-    os.environ.update({k: v for k, v in server.env.items() if k.startswith("AUTHSERVER_")})
-    from authserver import create_app
-
-    app = create_app()
-    runtime = app.extensions["authserver"]
-    cleanup.push("in-process app", lambda: (runtime.linker.stop(), runtime.engine.dispose()))
+    app = app_for(server, cleanup)
     template = environ_for(server)
-    for _ in range(300):  # warm caches (compiled SQL, keys, audit key)
-        call(app, template)
-    rounds, cpu_rounds = [], []
-    for _ in range(5):
-        started, cpu = time.perf_counter(), time.process_time()
-        for _ in range(requests // 5):
-            call(app, template)
-        rounds.append((time.perf_counter() - started) / (requests // 5) * 1e6)
-        cpu_rounds.append((time.process_time() - cpu) / (requests // 5) * 1e6)
+    rounds, cpu_rounds, stats = rounds_then_profile(app, template, requests, warm=300)
     rounds.sort()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(requests):
-        call(app, template)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
     by_package: Counter[str] = Counter()
     total = 0.0
     steps = dict.fromkeys((label for label, _, _ in STEPS), 0.0)
@@ -231,13 +216,7 @@ def main() -> int:
     result: dict[str, Any] = {}
     try:
         with Cleanup() as cleanup:
-            work = temp_dir(cleanup, "authserver-profile-")
-            (work / "db").mkdir()
-            url = f"sqlite:///{work / 'db' / 'authserver.db'}"
-            if args.postgres:
-                url = servers.scratch_postgres(cleanup, args.postgres)
-            server = servers.AuthServer("profile", url, work / "db")
-            servers.prepare(server, cleanup)
+            server = servers.prepared(cleanup, "authserver-profile-", args.postgres)
             result["database"] = "postgresql" if args.postgres else "sqlite"
             if args.py_spy:
                 log(f"py-spy on the gunicorn worker for {args.py_spy}s")

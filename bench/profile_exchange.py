@@ -15,13 +15,10 @@ other core; it is idle while the app is measured. Prints JSON on stdout.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +26,8 @@ if __package__ in (None, ""):  # `python bench/profile_exchange.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import fixtures, servers  # noqa: E402
-from bench.harness import Cleanup, log, pick_cores, temp_dir  # noqa: E402
-from bench.profile_parts import call, environ_for  # noqa: E402
+from bench.harness import Cleanup, log, pick_cores  # noqa: E402
+from bench.profile_parts import app_for, environ_for, rounds_then_profile  # noqa: E402
 
 # (label, file fragment, function): inclusive time of each under cProfile.
 STEPS = [
@@ -66,28 +63,10 @@ def _exchange_environ(server: servers.AuthServer) -> dict[str, Any]:
 
 
 def measure(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> dict[str, Any]:
-    os.environ.update({k: v for k, v in server.env.items() if k.startswith("AUTHSERVER_")})
-    from authserver import create_app
-
     template = _exchange_environ(server)
-    app = create_app()
-    runtime = app.extensions["authserver"]
-    cleanup.push("in-process app", lambda: (runtime.linker.stop(), runtime.engine.dispose()))
-    for _ in range(200):  # warm caches (compiled SQL, keys, registrations)
-        call(app, template)
-    walls, cpus = [], []
-    for _ in range(5):
-        started, cpu = time.perf_counter(), time.process_time()
-        for _ in range(requests // 5):
-            call(app, template)
-        walls.append((time.perf_counter() - started) / (requests // 5) * 1e6)
-        cpus.append((time.process_time() - cpu) / (requests // 5) * 1e6)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(requests):
-        call(app, template)
-    profiler.disable()
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    app = app_for(server, cleanup)
+    walls, cpus, profile = rounds_then_profile(app, template, requests, warm=200)
+    stats = profile.stats  # type: ignore[attr-defined]
     steps = dict.fromkeys((label for label, _, _ in STEPS), 0.0)
     for (filename, _line, function), (_cc, _nc, _tottime, cumtime, _callers) in stats.items():
         for label, fragment, name in STEPS:
@@ -111,13 +90,7 @@ def main() -> int:
     server_core, other_core = pick_cores()
     try:
         with Cleanup() as cleanup:
-            work = temp_dir(cleanup, "authserver-profile-exchange-")
-            (work / "db").mkdir()
-            url = f"sqlite:///{work / 'db' / 'authserver.db'}"
-            if args.postgres:
-                url = servers.scratch_postgres(cleanup, args.postgres)
-            server = servers.AuthServer("profile", url, work / "db")
-            servers.prepare(server, cleanup)
+            server = servers.prepared(cleanup, "authserver-profile-exchange-", args.postgres)
             servers.start(server, cleanup, other_core)  # mints the two tokens, then idles
             os.sched_setaffinity(0, {server_core})
             log(f"in-process: {args.requests} token exchanges, then again under cProfile")

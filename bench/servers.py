@@ -26,7 +26,7 @@ from authserver.runtime import Runtime, build_runtime
 from authserver.settings import check_settings, load_settings
 from vault import KeyRing
 
-from .harness import ROOT, Cleanup, free_port, stop_pid, stop_process, wait_http
+from .harness import ROOT, Cleanup, free_port, stop_pid, stop_process, temp_dir, wait_http
 
 BIN = Path(sys.executable).parent  # the virtualenv's scripts
 GUNICORN = BIN / "gunicorn"
@@ -182,6 +182,19 @@ def finish_prepare(server: AuthServer, cleanup: Cleanup, init: subprocess.Popen[
 
 def prepare(server: AuthServer, cleanup: Cleanup) -> None:
     finish_prepare(server, cleanup, begin_init(server, cleanup))
+
+
+def prepared(cleanup: Cleanup, prefix: str, postgres_url: str | None) -> AuthServer:
+    """A server prepared in a temporary folder: SQLite there, or a scratch PostgreSQL
+    database beside `postgres_url` (both removed by `cleanup`)."""
+    work = temp_dir(cleanup, prefix)
+    (work / "db").mkdir()
+    url = f"sqlite:///{work / 'db' / 'authserver.db'}"
+    if postgres_url:
+        url = scratch_postgres(cleanup, postgres_url)
+    server = AuthServer("profile", url, work / "db")
+    prepare(server, cleanup)
+    return server
 
 
 def launch(server: AuthServer, cleanup: Cleanup, core: int) -> None:
