@@ -546,25 +546,30 @@ def test_connections_create_prints_everything_but_the_secret(workspace):
 
 
 @pytest.mark.parametrize(
-    ("option", "value"),
+    ("option", "value", "says"),
     [
-        ("--token-url", "accounts.example.com/o/token"),  # not absolute
-        ("--token-url", "ftp://accounts.example.com/token"),
-        ("--token-url", "http://accounts.example.com/token"),  # no TLS off loopback
-        ("--token-url", "https://accounts.example.com/token#frag"),
-        ("--token-url", "https://user:pw@accounts.example.com/token"),
-        ("--token-url", "https://accounts.example.com/to\nken"),
-        ("--token-url", "https://accounts.example.com:99999/token"),
-        ("--authorize-url", "javascript:alert(1)"),
-        ("--revocation-url", "not a url"),
-        ("--discovery-url", "file:///etc/passwd"),
-        ("--discovery-url", "http://metadata.example.com/.well-known/openid-configuration"),
-        ("--scope", "two words"),
-        ("--authorize-param", "state=fixed"),
-        ("--authorize-param", "code_challenge_method=plain"),
+        ("--token-url", "accounts.example.com/o/token", "token URL must be an absolute https"),
+        ("--token-url", "ftp://accounts.example.com/token", "token URL must be an absolute"),
+        ("--token-url", "http://accounts.example.com/token", "token URL must use https"),
+        ("--token-url", "https://accounts.example.com/token#frag", "without fragment"),
+        ("--token-url", "https://user:pw@accounts.example.com/token", "credentials"),
+        ("--token-url", "https://accounts.example.com/to\nken", "token URL must be"),
+        ("--token-url", "https://accounts.example.com:99999/token", "token URL must be"),
+        ("--authorize-url", "javascript:alert(1)", "authorize URL must be"),
+        ("--revocation-url", "not a url", "revocation URL must be"),
+        # Checked before anything is fetched from it (not "discovery failed").
+        ("--discovery-url", "file:///etc/passwd", "discovery URL must be"),
+        (
+            "--discovery-url",
+            "http://metadata.example.com/.well-known/openid-configuration",
+            "discovery URL must use https",
+        ),
+        ("--scope", "two words", "scope tokens"),
+        ("--authorize-param", "state=fixed", "set by the vault itself: state"),
+        ("--authorize-param", "code_challenge_method=plain", "code_challenge_method"),
     ],
 )
-def test_connections_create_refuses_bad_endpoints_scopes_and_params(workspace, option, value):
+def test_connections_create_refuses_bad_endpoints_scopes_and_params(workspace, option, value, says):
     """RFC 6749 §3.1/§3.2 endpoints (absolute, no fragment, TLS except on loopback), §3.3
     scope tokens, and no extra parameter that would replace what the vault sets itself:
     a clear error, and no connection is created."""
@@ -574,6 +579,7 @@ def test_connections_create_refuses_bad_endpoints_scopes_and_params(workspace, o
     result = workspace.invoke(*args, option, value)
     assert result.returncode == 1, (value, result.stdout)
     assert "Error:" in result.stderr and "Traceback" not in result.stderr
+    assert says in result.stderr, result.stderr
     assert connection_names(workspace) == before
 
 
