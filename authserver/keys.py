@@ -136,6 +136,39 @@ def rotate_signing_keys(
     return Rotation(new_kids, hand_over)
 
 
+@dataclass(frozen=True)
+class Withdrawal:
+    kid: str
+    alg: str
+    replacement_kid: str | None  # a key created because none other was due to sign
+
+
+def withdraw_signing_key(session: Session, keyring: KeyRing, kid: str) -> Withdrawal:
+    """Stop signing with `kid` and unpublish it now, for a key that may be compromised.
+
+    Tokens it signed stop verifying (every process drops it at its next reload). If it
+    was due to sign and no newer key of its algorithm is, a new one is created.
+    """
+    moment = now()
+    row = session.get(SigningKey, kid, with_for_update=True)
+    if row is None or (row.expires_at is not None and row.expires_at <= moment):
+        raise LookupError(f"no published signing key {kid!r}")
+    was_due_to_sign = row.retired_at is None or row.retired_at > moment
+    row.retired_at = moment if was_due_to_sign else row.retired_at
+    row.expires_at = moment
+    successors = session.scalars(
+        select(SigningKey).where(
+            SigningKey.alg == row.alg,
+            SigningKey.kid != row.kid,
+            SigningKey.retired_at.is_(None),
+        )
+    ).all()
+    replacement = None
+    if was_due_to_sign and not successors:
+        replacement = create_signing_key(session, keyring, row.alg).kid
+    return Withdrawal(row.kid, row.alg, replacement)
+
+
 def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
     der = unseal(keyring, row.private_sealed, _key_aad(row.kid, row.alg))
     private_key = serialization.load_der_private_key(der, password=None)

@@ -7,7 +7,7 @@ import click
 from ..audit import AuditEntry, make_row
 from ..db import transaction
 from ..housekeeping import purge
-from ..keys import PUBLISH_BEFORE_SIGNING_SECONDS, rotate_signing_keys
+from ..keys import PUBLISH_BEFORE_SIGNING_SECONDS, rotate_signing_keys, withdraw_signing_key
 from ..rotation import rewrap_all
 from .common import emit, json_option, load_runtime
 
@@ -54,6 +54,40 @@ def keys_rotate(activate_after: int, as_json: bool) -> None:
         as_json,
         f"new signing keys: {', '.join(kids)} (published now, signing in {activate_after}s); "
         f"old keys stay published {overlap}s after that",
+    )
+
+
+@keys.command("withdraw")
+@click.argument("kid")
+@click.confirmation_option(
+    prompt="Tokens signed with this key will stop verifying. Withdraw it?",
+    help="Do not ask for confirmation.",
+)
+@json_option
+def keys_withdraw(kid: str, as_json: bool) -> None:
+    """Unpublish a signing key now (compromised key): it stops signing and verifying.
+
+    Other processes drop it at their next key reload (within 30 seconds). A new key for
+    its algorithm is created when no other one is due to sign.
+    """
+    runtime = load_runtime()
+    audit_key = runtime.audit_key  # loaded first: SQLite allows one write transaction at a time
+    try:
+        with transaction(runtime.session_factory) as session:
+            withdrawal = withdraw_signing_key(session, runtime.keyring, kid)
+            report = {
+                "withdrawn_kid": withdrawal.kid,
+                "alg": withdrawal.alg,
+                "replacement_kid": withdrawal.replacement_kid,
+            }
+            session.add(make_row(audit_key, AuditEntry("keys.withdrawn", details=report)))
+    except LookupError as error:
+        raise click.ClickException(str(error.args[0])) from None
+    emit(
+        report,
+        as_json,
+        f"withdrew {withdrawal.kid} ({withdrawal.alg})"
+        + (f"; new signing key {withdrawal.replacement_kid}" if withdrawal.replacement_kid else ""),
     )
 
 

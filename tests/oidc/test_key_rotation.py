@@ -17,12 +17,17 @@ import time
 import jwt
 import pytest
 import requests
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from authserver import keys as keys_module
 from authserver.db import transaction
-from authserver.keys import SUPPORTED_ALGS, ensure_signing_keys, rotate_signing_keys
-from authserver.models import SigningKey, now
+from authserver.keys import (
+    SUPPORTED_ALGS,
+    ensure_signing_keys,
+    rotate_signing_keys,
+    withdraw_signing_key,
+)
+from authserver.models import AuditEvent, SigningKey, now
 from authserver.runtime import build_runtime
 from authserver.settings import Settings
 from authserver.tokens import AccessTokenSpec
@@ -283,3 +288,88 @@ def test_unknown_kid_from_another_process_is_picked_up(live, service, clock):
     clock.offset = keys_module.UNKNOWN_KID_RELOAD_SECONDS + 0.5
     assert active(live, service, issued.token)
     assert set(new_kids) <= published_kids(live)
+
+
+def withdraw(live, kid: str):
+    runtime = live.runtime
+    with transaction(runtime.session_factory) as session:
+        return withdraw_signing_key(session, runtime.keyring, kid)
+
+
+def test_withdrawn_key_stops_signing_and_verifying_at_once(live, service):
+    """A key that may be compromised: withdrawn, it leaves the JWKS, its tokens stop
+    verifying and introspect as inactive, and a new key of its algorithm signs; the other
+    algorithms' keys are untouched."""
+    before = current_kids(live)
+    old_token = machine_token(live, service)
+    assert active(live, service, old_token)
+    withdrawal = withdraw(live, before["ES256"])
+    live.runtime.signing_keys.invalidate()  # as every process does at its next reload
+    assert withdrawal.replacement_kid is not None
+    after = current_kids(live)
+    assert after["ES256"] == withdrawal.replacement_kid
+    assert {alg: kid for alg, kid in after.items() if alg != "ES256"} == {
+        alg: kid for alg, kid in before.items() if alg != "ES256"
+    }
+    assert before["ES256"] not in published_kids(live)
+    assert not verifies_against_jwks(live, old_token)
+    assert not active(live, service, old_token)
+    new_token = machine_token(live, service)
+    assert kid_of(new_token) == withdrawal.replacement_kid
+    assert verifies_against_jwks(live, new_token)
+
+
+def test_withdrawing_a_key_during_a_rotation_hands_over_to_the_new_one(live, service):
+    """Withdrawing the old key while a rotation is pending: the new key signs at once and
+    no extra key is created."""
+    before = current_kids(live)
+    runtime = live.runtime
+    with transaction(runtime.session_factory) as session:
+        rotation = rotate_signing_keys(session, runtime.keyring, OVERLAP)
+    withdrawal = withdraw(live, before["ES256"])
+    runtime.signing_keys.invalidate()
+    assert withdrawal.replacement_kid is None
+    assert kid_of(machine_token(live, service)) in rotation.new_kids
+    with runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(SigningKey)) == 2 * len(
+            SUPPORTED_ALGS
+        )
+
+
+def key_states(live) -> dict[str, tuple]:
+    with live.runtime.session_factory() as session:
+        rows = session.scalars(select(SigningKey))
+        return {row.kid: (row.retired_at, row.expires_at) for row in rows}
+
+
+def test_withdrawing_an_unknown_or_unpublished_key_changes_nothing(live):
+    before = key_states(live)
+    with pytest.raises(LookupError):
+        withdraw(live, "es256-no-such-key")
+    assert key_states(live) == before
+    eddsa = current_kids(live)["EdDSA"]
+    withdraw(live, eddsa)
+    withdrawn = key_states(live)
+    with pytest.raises(LookupError):  # already withdrawn: no longer published
+        withdraw(live, eddsa)
+    assert key_states(live) == withdrawn
+
+
+def test_cli_withdraw_asks_then_audits(live, tmp_path):
+    """`authserver keys withdraw KID` asks for confirmation (tokens signed with it stop
+    verifying); `--yes` withdraws it and writes a keys.withdrawn audit row."""
+    before = current_kids(live)
+    env = server_env(live.runtime.settings.database_url, live.url)
+    declined = run_cli(["keys", "withdraw", before["RS256"]], env, tmp_path, input="n\n")
+    assert declined.returncode == 1 and current_kids(live) == before
+    unknown = run_cli(["keys", "withdraw", "rs256-unknown", "--yes"], env, tmp_path)
+    assert unknown.returncode == 1 and "no published signing key" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    done = run_cli(["keys", "withdraw", before["RS256"], "--yes", "--json"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["withdrawn_kid"] == before["RS256"] and report["replacement_kid"]
+    assert current_kids(live)["RS256"] == report["replacement_kid"]
+    with live.runtime.session_factory() as session:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.event == "keys.withdrawn"))
+        assert [row.details["withdrawn_kid"] for row in rows][-1] == before["RS256"]

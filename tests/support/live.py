@@ -231,13 +231,18 @@ def server_processes(count: int, env: Mapping[str, str], cwd: Path) -> Iterator[
 
 
 def run_cli(
-    args: list[str], env: Mapping[str, str], cwd: Path, timeout: float = 180
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 180,
+    input: str | None = None,  # noqa: A002 (subprocess.run's name for it)
 ) -> subprocess.CompletedProcess[str]:
-    """The console script, as an operator runs it."""
+    """The console script, as an operator runs it (`input`: what they type)."""
     return subprocess.run(
         [str(CONSOLE_SCRIPT), *args],
         env=dict(env),
         cwd=cwd,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
