@@ -1,8 +1,13 @@
-"""`keys rotate` and `vault rotate-kek`."""
+"""`keys rotate|withdraw` and `vault rotate-kek|purge`."""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import click
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..audit import AuditEntry, make_row
 from ..db import transaction
@@ -124,15 +129,42 @@ def rotate_kek(as_json: bool) -> None:
     default=None,
     help="Default: AUTHSERVER_VAULT_UNUSED_DAYS.",
 )
+@click.option(
+    "--every",
+    type=click.IntRange(1, 7 * 86_400),
+    default=None,
+    metavar="SECONDS",
+    help="Keep running: purge now and then every SECONDS, one report line each "
+    "(for a housekeeping container; a database error is reported and retried).",
+)
 @json_option
-def vault_purge(unused_days: int | None, as_json: bool) -> None:
-    """Delete connected accounts unused for the configured period, and stale connect states."""
+def vault_purge(unused_days: int | None, every: int | None, as_json: bool) -> None:
+    """Delete connected accounts unused for the configured period, and what has expired
+    (connect states, codes, access-token records, browser sessions)."""
     runtime = load_runtime()
     days = unused_days or runtime.settings.vault_unused_days
+    if every is None:
+        _purge_once(runtime, days, as_json)
+        return
+    while True:
+        try:
+            _purge_once(runtime, days, as_json, one_line=True)
+        except (OperationalError, InterfaceError) as error:
+            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+            click.echo(f"purge failed, retrying in {every}s: database error: {reason}", err=True)
+        time.sleep(every)
+
+
+def _purge_once(runtime: Any, days: int, as_json: bool, one_line: bool = False) -> None:
     report = purge(runtime, days)
+    if one_line and as_json:
+        click.echo(json.dumps({"at": int(time.time()), **report}))
+        return
     emit(
         report,
         as_json,
         f"purged {report['accounts']} accounts unused for {days} days "
-        f"({report['revoked_upstream']} revoked upstream)",
+        f"({report['revoked_upstream']} revoked upstream), {report['codes']} codes, "
+        f"{report['access_token_records']} access-token records, "
+        f"{report['browser_sessions']} browser sessions",
     )

@@ -9,6 +9,7 @@ its creation. Stale connect states go too.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from authserver.housekeeping import DAY, purge
 from tests.support.apps import TEST_ISSUER
 from tests.support.calendar import register_calendar
 from tests.support.factories import make_user
-from tests.support.live import run_cli, server_env
+from tests.support.live import CONSOLE_SCRIPT, run_cli, server_env
 from vault.accounts import federated_token, store_account
 from vault.connect import begin
 from vault.models import ConnectedAccount, Connection, ConnectState
@@ -161,3 +162,31 @@ def test_an_account_used_after_the_listing_is_kept(app, connection, monkeypatch)
     monkeypatch.setattr(retirement, "unused_accounts", listed_then_used)
     assert purge(app.extensions["authserver"], 90)["accounts"] == 0
     assert _remaining(app) == {user_id}
+
+
+def test_vault_purge_every_keeps_running(app, connection, migrated_database, tmp_path):
+    """`vault purge --every SECONDS --json` (the compose stack's housekeeping service):
+    purges at once, then again after each interval, one JSON report per line."""
+    ids = _four_accounts(app, connection)
+    env = {**server_env(migrated_database, TEST_ISSUER), "AUTHSERVER_VAULT_UNUSED_DAYS": "95"}
+    with subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "vault", "purge", "--every", "1", "--json"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            first = json.loads(process.stdout.readline())
+            second = json.loads(process.stdout.readline())
+            assert process.poll() is None  # still running after two rounds
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert first["accounts"] == 1 and second["accounts"] == 0
+    assert second["at"] >= first["at"] + 1
+    assert _remaining(app) == {ids["recent"], ids["never_old"], ids["never_new"]}
+    refused = run_cli(["vault", "purge", "--every", "0"], env, tmp_path)
+    assert refused.returncode == 2 and "--every" in refused.stderr
