@@ -186,6 +186,12 @@ def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
     )
 
 
+def signing_order(row: SigningKey) -> tuple[int, bool]:
+    """Oldest first; of keys created in the same second, the one scheduled to retire first.
+    The key that signs for an algorithm is the first in this order still due to sign."""
+    return (row.created_at, row.retired_at is None)
+
+
 class SigningKeys:
     """A process-local, periodically reloaded view of the signing key table."""
 
@@ -200,9 +206,7 @@ class SigningKeys:
         moment = now()
         with self._session_factory() as session:
             rows = session.scalars(select(SigningKey)).all()
-        # Oldest first; of keys created in the same second, the scheduled-to-retire one
-        # first: `signing_key` picks the oldest key still signing.
-        rows = sorted(rows, key=lambda row: (row.created_at, row.retired_at is None))
+        rows = sorted(rows, key=signing_order)
         published = [row for row in rows if row.expires_at is None or row.expires_at > moment]
         cached = self._by_kid
         by_kid: dict[str, LoadedKey] = {}

@@ -1,4 +1,4 @@
-"""`keys rotate|withdraw` and `vault rotate-kek|purge`."""
+"""`keys list|rotate|withdraw` and `vault rotate-kek|purge`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ import time
 from typing import Any
 
 import click
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..audit import AuditEntry, make_row
 from ..db import transaction
 from ..housekeeping import purge
-from ..keys import PUBLISH_BEFORE_SIGNING_SECONDS, rotate_signing_keys, withdraw_signing_key
+from ..keys import (
+    PUBLISH_BEFORE_SIGNING_SECONDS,
+    rotate_signing_keys,
+    signing_order,
+    withdraw_signing_key,
+)
+from ..models import SigningKey, now
 from ..rotation import rewrap_all
 from .common import emit, json_option, load_runtime
 
@@ -60,6 +67,45 @@ def keys_rotate(activate_after: int, as_json: bool) -> None:
         f"new signing keys: {', '.join(kids)} (published now, signing in {activate_after}s); "
         f"old keys stay published {overlap}s after that",
     )
+
+
+@keys.command("list")
+@json_option
+def keys_list(as_json: bool) -> None:
+    """Signing keys with their state: signing, next (published, signs from the hand-over),
+    retired (published until its tokens expire) or withdrawn/expired (no longer published)."""
+    runtime = load_runtime()
+    moment = now()
+    with runtime.session_factory() as session:
+        rows = sorted(session.scalars(select(SigningKey)).all(), key=signing_order)
+    signing: dict[str, str] = {}
+    for row in rows:
+        published = row.expires_at is None or row.expires_at > moment
+        due = row.retired_at is None or row.retired_at > moment
+        if published and due:
+            signing.setdefault(row.alg, row.kid)
+    listed = [_key_json(row, signing, moment) for row in rows]
+    lines = [f"{k['kid']}  {k['alg']}  {k['state']}" for k in listed]
+    emit(listed, as_json, "\n".join(lines))
+
+
+def _key_json(row: SigningKey, signing: dict[str, str], moment: int) -> dict[str, Any]:
+    if row.expires_at is not None and row.expires_at <= moment:
+        state = "unpublished"
+    elif signing.get(row.alg) == row.kid:
+        state = "signing"
+    elif row.retired_at is None or row.retired_at > moment:
+        state = "next"
+    else:
+        state = "retired"
+    return {
+        "kid": row.kid,
+        "alg": row.alg,
+        "state": state,
+        "created_at": row.created_at,
+        "signs_until": row.retired_at,
+        "published_until": row.expires_at,
+    }
 
 
 @keys.command("withdraw")

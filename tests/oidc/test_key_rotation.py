@@ -373,3 +373,34 @@ def test_cli_withdraw_asks_then_audits(live, tmp_path):
     with live.runtime.session_factory() as session:
         rows = session.scalars(select(AuditEvent).where(AuditEvent.event == "keys.withdrawn"))
         assert [row.details["withdrawn_kid"] for row in rows][-1] == before["RS256"]
+
+
+def test_cli_keys_list_shows_each_keys_state(live, tmp_path):
+    """`keys list --json`: signing, next (published before its hand-over), retired
+    (published, no longer signing) and unpublished (withdrawn or expired)."""
+    env = server_env(live.runtime.settings.database_url, live.url)
+    before = current_kids(live)
+
+    def states() -> dict[str, str]:
+        listed = run_cli(["keys", "list", "--json"], env, tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        return {key["kid"]: key["state"] for key in json.loads(listed.stdout)}
+
+    assert states() == dict.fromkeys(before.values(), "signing")
+    runtime = live.runtime
+    with transaction(runtime.session_factory) as session:
+        rotation = rotate_signing_keys(session, runtime.keyring, OVERLAP)
+    listed = states()
+    assert {listed[kid] for kid in before.values()} == {"signing"}
+    assert {listed[kid] for kid in rotation.new_kids} == {"next"}
+    withdraw(live, before["EdDSA"])
+    with transaction(runtime.session_factory) as session:  # the hand-over has passed
+        session.execute(
+            update(SigningKey)
+            .where(SigningKey.kid.in_([before["ES256"], before["RS256"]]))
+            .values(retired_at=now() - 1)
+        )
+    listed = states()
+    assert listed[before["EdDSA"]] == "unpublished"
+    assert listed[before["ES256"]] == listed[before["RS256"]] == "retired"
+    assert {listed[kid] for kid in rotation.new_kids} == {"signing"}
