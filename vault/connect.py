@@ -75,7 +75,8 @@ def _is_loopback(host: str) -> bool:
 
 def check_endpoint(label: str, url: str) -> None:
     """RFC 6749 §3.1/§3.2: an absolute URL without fragment; TLS (§3.1, §3.2) except on
-    loopback, where a local test provider runs."""
+    loopback, where a local test provider runs. Messages never repeat the URL: it may
+    carry a password."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -85,11 +86,11 @@ def check_endpoint(label: str, url: str) -> None:
     # urlsplit drops tabs and newlines silently; such a URL is refused, not repaired.
     controls = any(ord(char) < 0x21 or ord(char) == 0x7F for char in url)
     if host is None or parts.scheme not in ("https", "http") or "#" in url or controls:
-        raise VaultError(f"{label} must be an absolute https URL without fragment: {url!r}")
+        raise VaultError(f"{label} must be an absolute https URL without fragment")
     if parts.scheme == "http" and not _is_loopback(host):
-        raise VaultError(f"{label} must use https (http only on loopback): {url!r}")
+        raise VaultError(f"{label} must use https (http only on loopback)")
     if parts.username is not None or parts.password is not None:
-        raise VaultError(f"{label} must not carry credentials: {url!r}")
+        raise VaultError(f"{label} must not carry credentials")
 
 
 def create_connection(

@@ -580,6 +580,7 @@ def test_connections_create_refuses_bad_endpoints_scopes_and_params(workspace, o
     assert result.returncode == 1, (value, result.stdout)
     assert "Error:" in result.stderr and "Traceback" not in result.stderr
     assert says in result.stderr, result.stderr
+    assert value not in result.stderr and "pw@" not in result.stderr  # never echoed
     assert connection_names(workspace) == before
 
 
