@@ -10,6 +10,7 @@ from vault.errors import DecryptionError, KeyRingError
 from ..settings import PREFIX
 from .admin import clients, resources, users
 from .audit import audit
+from .common import database_reason
 from .connections import connections
 from .demo import demo
 from .keys import keys, vault
@@ -25,11 +26,8 @@ class _Main(click.Group):
         except KeyRingError as error:  # its messages never contain key text
             raise click.ClickException(f"{PREFIX}VAULT_KEYS: {error}") from None
         except (OperationalError, InterfaceError, ProgrammingError) as error:
-            # The driver's own first line (connection refused, unable to open file, no such
-            # table): enough to act on, without a traceback. It never holds the password.
-            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
             raise click.ClickException(
-                f"database error: {reason or type(error.orig).__name__} "
+                f"database error: {database_reason(error)} "
                 f"(check {PREFIX}DATABASE_URL; a new database needs `authserver init`)"
             ) from None
         except DecryptionError:

@@ -9,12 +9,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..admin import AdminError
 from ..db import transaction
 from ..runtime import Runtime, build_runtime
 from ..settings import SettingsError, check_settings, load_settings
+
+
+def database_reason(error: DBAPIError) -> str:
+    """The driver's own first line (connection refused, unable to open file, no such table):
+    enough to act on, without a traceback or the statement. It never holds the password."""
+    text = str(error.orig).strip()
+    return text.splitlines()[0] if text else type(error.orig).__name__
 
 
 def load_runtime() -> Runtime:

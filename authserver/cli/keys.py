@@ -21,7 +21,7 @@ from ..keys import (
 )
 from ..models import SigningKey, now
 from ..rotation import rewrap_all
-from .common import emit, json_option, load_runtime
+from .common import database_reason, emit, json_option, load_runtime
 
 MAX_ACTIVATE_AFTER_SECONDS = 86_400
 
@@ -196,8 +196,10 @@ def vault_purge(unused_days: int | None, every: int | None, as_json: bool) -> No
         try:
             _purge_once(runtime, days, as_json, one_line=True)
         except (OperationalError, InterfaceError) as error:
-            reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
-            click.echo(f"purge failed, retrying in {every}s: database error: {reason}", err=True)
+            click.echo(
+                f"purge failed, retrying in {every}s: database error: {database_reason(error)}",
+                err=True,
+            )
         time.sleep(every)
 
 
