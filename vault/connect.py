@@ -30,7 +30,7 @@ from vault.models import Connection, ConnectState
 
 STATE_TTL_SECONDS = 600
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
-# RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\\`.
+# RFC 6749 §3.3 scope-token: printable ASCII except space, the double quote and backslash.
 SCOPE_CHARS = {chr(c) for c in range(0x21, 0x7F)} - {'"', "\\"}
 # Set by `begin` itself; an extra parameter of the same name would replace or clash with it.
 RESERVED_AUTHORIZE_PARAMS = frozenset(
