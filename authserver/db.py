@@ -7,6 +7,8 @@ worker processes can share the embedded file.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +28,7 @@ POOL_RECYCLE_S = 1800
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-def _sqlite_configurator(synchronous: str) -> Any:
+def _sqlite_configurator(synchronous: str, busy_timeout_ms: int) -> Any:
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"SQLite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
 
@@ -35,29 +37,112 @@ def _sqlite_configurator(synchronous: str) -> Any:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     return configure
 
 
+class WriterTurn:
+    """Whose turn it is to write, among one process's connections to one SQLite file.
+
+    SQLite admits one writer at a time. Left to itself, a thread whose BEGIN IMMEDIATE
+    finds the file locked polls with sleeps that grow to 100 ms (the busy handler), so under
+    a threaded server (gunicorn gthread, several requests in one process) a grant could wait
+    hundreds of milliseconds for a lock that was free after one. Threads of one process
+    queue here instead and are woken the moment the writer before them commits; other
+    processes still meet the file lock and its busy handler.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+        self._timeout_s = timeout_s
+
+    def take(self) -> bool:
+        """Wait for the turn; False means go ahead without it (SQLite's lock still holds)."""
+        if self._holder == threading.get_ident():
+            # A second write transaction in a thread already writing waits on itself;
+            # waiting here as well would only double the time until SQLite reports it.
+            return False
+        if not self._lock.acquire(timeout=self._timeout_s):
+            return False
+        self._holder = threading.get_ident()
+        return True
+
+    def give_back(self) -> None:
+        self._holder = None
+        self._lock.release()
+
+
+def _turn_taking_connection(turn: WriterTurn) -> type[sqlite3.Connection]:
+    class TurnTakingConnection(sqlite3.Connection):
+        """A driver connection that holds `turn` from BEGIN IMMEDIATE to COMMIT or ROLLBACK."""
+
+        holds_turn = False
+
+        def begin(self, *, read_only: bool) -> None:
+            if not read_only:
+                self.holds_turn = turn.take()
+            try:
+                self.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            except BaseException:
+                self._end_turn()
+                raise
+
+        def _end_turn(self) -> None:
+            if self.holds_turn:
+                self.holds_turn = False
+                turn.give_back()
+
+        # The turn passes on after the driver call returns: COMMIT's fsync is the longest
+        # part of a write, and the next writer's BEGIN IMMEDIATE would fail during it.
+        def commit(self) -> None:
+            try:
+                super().commit()
+            finally:
+                self._end_turn()
+
+        def rollback(self) -> None:
+            try:
+                super().rollback()
+            finally:
+                self._end_turn()
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self._end_turn()
+
+    return TurnTakingConnection
+
+
 def _begin_sqlite(connection: Any) -> None:
     # A read-then-write transaction that starts deferred fails with SQLITE_BUSY
     # when another writer commits first; BEGIN IMMEDIATE takes the write lock up
-    # front so concurrent writers queue on busy_timeout instead. Read-only
-    # sessions (see `make_read_session_factory`) start deferred and never block.
+    # front so concurrent writers queue (on the process's WriterTurn, then on
+    # busy_timeout) instead. Read-only sessions (see `make_read_session_factory`) start
+    # deferred and never block.
     # Straight to the driver: BEGIN needs none of SQLAlchemy's statement machinery (its
     # events, result objects), which cost more than the BEGIN itself on every request.
     # The driver runs in autocommit mode (isolation_level=None), so this is the statement
     # that opens the transaction; SQLAlchemy's COMMIT and ROLLBACK end it as before.
-    statement = (
-        "BEGIN" if connection.get_execution_options().get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE"
-    )
-    connection.connection.driver_connection.execute(statement)
+    read_only = bool(connection.get_execution_options().get(READ_ONLY_OPTION))
+    connection.connection.driver_connection.begin(read_only=read_only)
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
-    """An engine for ``url``; creates the SQLite file's folder when needed."""
+def make_engine(
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+) -> Engine:
+    """An engine for ``url``; creates the SQLite file's folder when needed.
+
+    ``sqlite_busy_timeout_ms`` is how long a write waits for another process's writer;
+    writers of this process wait for each other on a WriterTurn.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # No pool_pre_ping: it cost a round trip to the database on every request (every
@@ -71,8 +156,18 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     database = parsed.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"isolation_level": None, "timeout": 15})
-    event.listen(engine, "connect", _sqlite_configurator(sqlite_synchronous))
+    turn = WriterTurn(SQLITE_BUSY_TIMEOUT_MS / 1000)
+    engine = create_engine(
+        url,
+        connect_args={
+            "isolation_level": None,
+            "timeout": sqlite_busy_timeout_ms / 1000,
+            "factory": _turn_taking_connection(turn),
+        },
+    )
+    event.listen(
+        engine, "connect", _sqlite_configurator(sqlite_synchronous, sqlite_busy_timeout_ms)
+    )
     event.listen(engine, "begin", _begin_sqlite)
     return engine
 
