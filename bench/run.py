@@ -1,16 +1,18 @@
 """`make bench`: token-endpoint throughput and latency, on SQLite and PostgreSQL, against
 the reference server (node-oidc-provider) measured in the same run.
 
-Each server runs on one core (gunicorn, one sync worker, for ours); wrk drives it from
-the other core with 8 connections. Scenarios, per database: client-credentials grants,
-refresh grants (each pre-minted token used once), and complete authorization-code flows
-with a signed-in browser (GET /authorize -> code -> POST /token with PKCE). Rounds are
-short and interleaved (peer, then ours, round after round); figures are medians over
-rounds. Audit logging is on. Only JSON goes to stdout; progress goes to stderr.
+Each server runs on one core (gunicorn, one gthread worker of 8 threads, for ours); wrk
+drives it from the other core with 8 connections. Scenarios, per database:
+client-credentials grants, refresh grants (each pre-minted token used once), complete
+authorization-code flows with a signed-in browser (GET /authorize -> code -> POST /token
+with PKCE), and token exchanges. Rounds are short and interleaved (peer, then ours, round
+after round); figures are medians over rounds. Audit logging is on. Only JSON goes to
+stdout; progress goes to stderr.
 
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_WARMUP_SECONDS (1),
 BENCH_PG_URL (postgresql+psycopg://postgres@127.0.0.1:5432/test; "" skips PostgreSQL),
-BENCH_PEER (1; 0 skips the reference).
+BENCH_PEER (1; 0 skips the reference), BENCH_WORKER (gthread; sync for gunicorn's
+single-threaded worker).
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
     seconds = int(_setting("BENCH_SECONDS", "4"))
     warmup = int(_setting("BENCH_WARMUP_SECONDS", "1"))
     pg_url = _setting("BENCH_PG_URL", DEFAULT_PG_URL)
+    servers.worker_name()  # a wrong BENCH_WORKER stops here, before anything starts
     server_core, load_core = pick_cores()
     ensure_wrk()
     output: dict[str, Any] = {"machine": machine_info(server_core, load_core)}
@@ -321,7 +324,9 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
         "rounds": rounds,
         "warmup_seconds": warmup,
         "statistic": "median over rounds; p50/p99 from wrk's histogram, per flow for code_flow",
-        "server": "gunicorn --workers=1 --worker-class=sync, pinned to the server core",
+        "server": "gunicorn --workers=1 "
+        + " ".join(servers.worker_args())
+        + ", pinned to the server core",
         "audit": "on",
     }
     output["machine"]["busy_at_end"] = busy()

@@ -2,8 +2,9 @@
 
 The authserver is configured only through ``AUTHSERVER_*`` variables, initialised
 with ``authserver init``, given its benchmark clients with the app's own admin
-functions, and run as ``gunicorn 'authserver:create_app()'`` with one sync worker
-pinned to one core. Audit logging is on, as it always is.
+functions, and run as ``gunicorn 'authserver:create_app()'`` with one worker pinned to one
+core: a ``gthread`` worker with 8 threads, as the production image runs it
+(``BENCH_WORKER=sync`` for the single-threaded worker). Audit logging is on, as it always is.
 """
 
 from __future__ import annotations
@@ -197,15 +198,34 @@ def prepared(cleanup: Cleanup, prefix: str, postgres_url: str | None) -> AuthSer
     return server
 
 
+WORKERS = {
+    # The production image's worker (Dockerfile): threads, and keep-alive connections.
+    "gthread": ["--worker-class=gthread", "--threads=8"],
+    # One request at a time, a new connection per request.
+    "sync": ["--worker-class=sync"],
+}
+
+
+def worker_name() -> str:
+    name = os.environ.get("BENCH_WORKER", "gthread")
+    if name not in WORKERS:
+        raise SystemExit(f"BENCH_WORKER must be one of {', '.join(WORKERS)}, not {name!r}")
+    return name
+
+
+def worker_args() -> list[str]:
+    return WORKERS[worker_name()]
+
+
 def launch(server: AuthServer, cleanup: Cleanup, core: int) -> None:
-    """gunicorn, one sync worker, pinned to `core`; `wait_ready` waits for it."""
+    """gunicorn, one worker (`worker_args`), pinned to `core`; `wait_ready` waits for it."""
     command = [
         "taskset",
         "-c",
         str(core),
         str(GUNICORN),
         "--workers=1",
-        "--worker-class=sync",
+        *worker_args(),
         f"--bind=127.0.0.1:{server.port}",
         "--log-level=warning",
         "authserver:create_app()",
