@@ -39,7 +39,6 @@ from bench.profile_parts import (  # noqa: E402
     components,
     environ_for,
     rounds_then_profile,
-    what_if,
 )
 
 # Self time is charged to the first matching path fragment.
@@ -115,10 +114,6 @@ def in_process(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> d
             if _is_step(function, filename, fragment, name):
                 steps[label] += cumtime
     scale = 1e6 / requests
-    try:
-        variants = what_if(app, template, max(requests // 10, 100))
-    except Exception as error:  # the app changed under the patches; say so, keep the rest
-        variants = {"error": repr(error)[:300]}
     top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:TOP]  # type: ignore[attr-defined]
     return {
         "wall_us_per_request": round(rounds[len(rounds) // 2], 1),
@@ -130,7 +125,6 @@ def in_process(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> d
             name: round(value * scale, 1) for name, value in by_package.most_common()
         },
         "profiled_inclusive_us_by_step": {k: round(v * scale, 1) for k, v in steps.items()},
-        "what_if_cpu_us_per_request": variants,
         "profiled_top_self_us": {
             f"{Path(f).parent.name}/{Path(f).name}:{line}({name})": round(v[2] * scale, 1)
             for (f, line, name), v in top

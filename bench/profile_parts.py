@@ -1,11 +1,9 @@
-"""The parts of a client-credentials grant, measured alone, and whole requests with the
-proposed optimisations applied as monkeypatches (nothing under authserver/ is edited).
-Used by bench/profile_cc.py.
+"""The parts of a client-credentials grant, measured alone, and whole requests in-process.
+Used by bench/profile_cc.py and bench/profile_exchange.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import cProfile
 import io
 import os
@@ -217,120 +215,3 @@ def components(server: servers.AuthServer, iterations: int) -> dict[str, Any]:
         if plain is not None:
             plain.dispose()
     return {"audit_link_all per row (background thread, same process)": link_per_row(), **timed}
-
-
-class _CoreAdder:
-    """Stands in for the session in `TokenMinter.access_token`: `add` becomes a Core INSERT.
-    (The minter now inserts with Core itself; everything else goes to the real session.)"""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.session, name)
-
-    def add(self, row: Any) -> None:
-        from sqlalchemy import insert
-
-        values = {c.key: getattr(row, c.key) for c in row.__table__.columns}
-        self.session.connection().execute(insert(row.__table__), values)
-
-
-def _ttl_cached(original: Any, key: Any, detach: Any, ttl: float = 30.0) -> Any:
-    cache: dict[Any, tuple[float, Any]] = {}
-
-    def cached(*args: Any) -> Any:
-        hit = cache.get(key(*args))
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        value = original(*args)
-        if value is not None and value != []:
-            detach(args, value)
-            cache[key(*args)] = (time.monotonic() + ttl, value)
-        return value
-
-    return cached
-
-
-def _what_if_patches(app: Any) -> dict[str, list[Any]]:
-    """Each proposed optimisation as monkeypatches of the running code (nothing is edited).
-    Call after the app has served a token request (Authlib binds `query_client` then)."""
-    from unittest import mock
-
-    from sqlalchemy import insert
-
-    from authserver.models import AuditEvent
-    from authserver.oauth import server as oauth_server
-    from authserver.oauth.grants import client_credentials
-    from authserver.tokens import TokenMinter
-    from authserver.web import context
-
-    authorization_server: oauth_server.AuthorizationServer = app.extensions["oauth_server"]
-    client_auth = authorization_server._client_auth
-    # The app now caches snapshots itself (authserver/registry.py): nothing to detach.
-    query_client = _ttl_cached(
-        client_auth.query_client,
-        key=lambda client_id: client_id,
-        detach=lambda args, client: None,
-    )
-    resolve = _ttl_cached(
-        client_credentials.resolve_resources,
-        key=lambda lookup, values: tuple(values),
-        detach=lambda args, found: None,
-    )
-    original_access_token = TokenMinter.access_token
-
-    def access_token(self: Any, session: Any, spec: Any) -> Any:
-        return original_access_token(self, _CoreAdder(session), spec)
-
-    def commit() -> None:
-        session = context.db()
-        rows = context._pending_rows()
-        columns = [c.key for c in AuditEvent.__table__.columns if c.key != "id"]
-        if rows:
-            values = [{name: getattr(row, name) for name in columns} for row in rows]
-            session.connection().execute(insert(AuditEvent.__table__), values)
-        session.commit()
-
-    cache = [
-        mock.patch.object(client_auth, "query_client", query_client),
-        mock.patch.object(client_credentials, "resolve_resources", resolve),
-    ]
-    core = [
-        mock.patch.object(TokenMinter, "access_token", access_token),
-        mock.patch.object(context, "commit", commit),
-    ]
-    return {
-        "today": [],
-        "cached client + resource rows (30 s TTL)": cache,
-        "Core INSERTs for access-token record + audit rows": core,
-        "both": cache + core,
-    }
-
-
-def what_if(app: Any, template: dict[str, Any], requests: int, rounds: int = 7) -> dict[str, Any]:
-    """Whole requests in-process under each variant, interleaved round by round."""
-    variants = _what_if_patches(app)
-    walls: dict[str, list[float]] = {name: [] for name in variants}
-    cpus: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, patches in variants.items():
-            with contextlib.ExitStack() as stack:
-                for patch in patches:
-                    stack.enter_context(patch)
-                for _ in range(20):
-                    call(app, template)
-                wall, cpu = time.perf_counter(), time.process_time()
-                for _ in range(requests):
-                    call(app, template)
-                walls[name].append((time.perf_counter() - wall) / requests * 1e6)
-                cpus[name].append((time.process_time() - cpu) / requests * 1e6)
-    base = statistics.median(cpus["today"])
-    return {
-        name: {
-            "wall_us": round(statistics.median(walls[name]), 1),
-            "cpu_us": round(statistics.median(cpus[name]), 1),
-            "cpu_saved_pct": round(100 * (1 - statistics.median(cpus[name]) / base), 1),
-        }
-        for name in variants
-    }
