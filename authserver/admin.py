@@ -191,6 +191,32 @@ def create_client(
     return RegisteredClient(client, secret)
 
 
+def change_allowed_audiences(
+    session: Session, client_id: str, allow: list[str], disallow: list[str]
+) -> tuple[list[str], list[str]]:
+    """Add and remove APIs the client may get tokens for; returns (before, after).
+
+    Refused, with nothing changed, for an unknown client, an audience that is not a
+    registered resource server (a typo would otherwise be allowed silently), or one both
+    added and removed. Removing one the client does not have is not an error.
+    """
+    client = session.get(Client, client_id, with_for_update=True)
+    if client is None:
+        raise AdminError(f"no client {client_id!r}")
+    if both := set(allow) & set(disallow):
+        raise AdminError(f"audience both allowed and disallowed: {', '.join(sorted(both))}")
+    for uri in allow:
+        _check_audience(uri)
+        registered = select(ResourceServer.id).where(ResourceServer.identifier == uri)
+        if session.scalar(registered) is None:
+            raise AdminError(f"audience {uri!r} is not a registered resource server")
+    before = list(client.allowed_audiences or [])
+    after = [uri for uri in dict.fromkeys([*before, *allow]) if uri not in set(disallow)]
+    client.allowed_audiences = after
+    session.flush()
+    return before, after
+
+
 DETAIL_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,99}$")
 
 

@@ -89,6 +89,7 @@ def demo_clients() -> list[DemoClient]:
             "client_secret_basic",
             ["client_credentials"],
             "portfolio:read",
+            allowed_audiences=[BROKER_URL],
         ),
         DemoClient("broker-api", "Broker API", "client_secret_basic", ["client_credentials"], ""),
         DemoClient(

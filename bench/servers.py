@@ -150,6 +150,7 @@ def finish_prepare(server: AuthServer, cleanup: Cleanup, init: subprocess.Popen[
             client_id="bench-client",
             grant_types=["client_credentials"],
             scope=" ".join(RESOURCE_SCOPES),
+            allowed_audiences=[RESOURCE],
         )
         web = create_client(
             session,

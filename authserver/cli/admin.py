@@ -9,7 +9,8 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from ..admin import create_client, create_resource, create_user
+from ..admin import change_allowed_audiences, create_client, create_resource, create_user
+from ..audit import AuditEntry, make_row
 from ..models import AuthorizationDetailType, Client, ResourceServer, User
 from .common import emit, json_option, load_runtime, session_for
 
@@ -109,7 +110,8 @@ def clients() -> None:
     "--allowed-audience",
     "audiences",
     multiple=True,
-    help="Token exchange: a resource this client may get tokens for (repeatable).",
+    help="A resource this client may get tokens for, by client credentials or token "
+    "exchange (repeatable).",
 )
 @click.option(
     "--backchannel-mode",
@@ -164,6 +166,38 @@ def clients_list(as_json: bool) -> None:
     with session_for(load_runtime()) as session:
         rows = [client_json(c) for c in session.scalars(select(Client).order_by(Client.client_id))]
     emit(rows, as_json, "\n".join(f"{r['client_id']}\t{r['client_name']}" for r in rows))
+
+
+@clients.command("audiences")
+@click.argument("client_id")
+@click.option("--allow", "allow", multiple=True, metavar="URI", help="Allow this API (repeatable).")
+@click.option(
+    "--disallow", "disallow", multiple=True, metavar="URI", help="Remove this API (repeatable)."
+)
+@json_option
+def clients_audiences(
+    client_id: str, allow: tuple[str, ...], disallow: tuple[str, ...], as_json: bool
+) -> None:
+    """Show or change the APIs a client may get tokens for (client credentials, token
+    exchange). Other workers see a change within AUTHSERVER_CLIENT_CACHE_TTL."""
+    runtime = load_runtime()
+    audit_key = runtime.audit_key  # loaded first: SQLite allows one write transaction at a time
+    with session_for(runtime) as session:
+        before, after = change_allowed_audiences(session, client_id, list(allow), list(disallow))
+        report = {"client_id": client_id, "allowed_audiences": after}
+        if before != after:
+            details = {
+                "client_id": client_id,
+                "allowed": [uri for uri in after if uri not in before],
+                "disallowed": [uri for uri in before if uri not in after],
+            }
+            session.add(
+                make_row(
+                    audit_key,
+                    AuditEntry("clients.audiences_changed", client_id=client_id, details=details),
+                )
+            )
+    emit(report, as_json, "\n".join(after) if after else f"{client_id}: no allowed audiences")
 
 
 @click.group()

@@ -25,7 +25,8 @@ class Client(Base):
     scope: Mapped[str] = mapped_column(String(1000), default="")
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="RS256")
     skip_consent: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Token exchange (RFC 8693): may this client act for users, and for which audiences.
+    # Token exchange (RFC 8693): may this client act for users. allowed_audiences: the APIs
+    # (resource identifiers) it may get tokens for, by token exchange or client credentials.
     may_delegate: Mapped[bool] = mapped_column(Boolean, default=False)
     allowed_audiences: Mapped[list[str]] = mapped_column(JsonValue, default=list)
     # CIBA: poll, ping or push, and where ping/push notifications go.

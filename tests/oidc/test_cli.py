@@ -187,6 +187,60 @@ def test_client_secret_is_printed_once(workspace):
     assert_clean_failure(taken, "client id 'cli-web' is invalid or taken")
 
 
+def test_clients_audiences_changes_what_a_client_may_get_tokens_for(workspace):
+    """`clients audiences ID --allow/--disallow URI`: the APIs a client may get tokens for;
+    each change is an audit row; a mistyped API, an unknown client or a contradiction is
+    refused with nothing changed."""
+    api = "https://audiences.example.com"
+    assert (
+        workspace.invoke(
+            "resources", "create", "--identifier", api, "--name", "Aud API", "--scope", "read"
+        ).returncode
+        == 0
+    )
+    created = workspace.invoke(
+        "clients",
+        "create",
+        "--name",
+        "Job",
+        "--client-id",
+        "aud-job",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "read",
+    )
+    assert created.returncode == 0, created.stderr
+
+    def audiences(*args: str) -> list[str]:
+        result = workspace.invoke("clients", "audiences", "aud-job", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["allowed_audiences"]
+
+    def audit_rows() -> list[dict]:
+        listed = workspace.invoke("audit", "list", "--event", "clients.audiences_changed", "--json")
+        return [row for row in json.loads(listed.stdout) if row["client_id"] == "aud-job"]
+
+    assert audiences() == []
+    assert audiences("--allow", api) == [api]
+    assert audiences("--allow", api) == [api]  # already allowed: no change, no row
+    [allowed] = audit_rows()
+    assert allowed["details"] == {"client_id": "aud-job", "allowed": [api], "disallowed": []}
+
+    for args, message in (
+        (["aud-job", "--allow", "https://typo.example.com"], "is not a registered resource server"),
+        (["aud-job", "--allow", "not a uri"], "an absolute URI without fragment"),
+        (["aud-job", "--allow", api, "--disallow", api], "both allowed and disallowed"),
+        (["no-such-client", "--allow", api], "no client 'no-such-client'"),
+    ):
+        assert_clean_failure(workspace.invoke("clients", "audiences", *args), message)
+    assert audiences() == [api] and len(audit_rows()) == 1
+
+    assert audiences("--disallow", api) == []
+    newest, _ = audit_rows()  # newest first
+    assert newest["details"] == {"client_id": "aud-job", "allowed": [], "disallowed": [api]}
+
+
 def test_resources_create_and_list(workspace):
     """`resources create|list`: identifier, scopes, the API's introspecting client."""
     api_client = workspace.invoke(

@@ -24,7 +24,13 @@ def api(app):
 
 @pytest.fixture
 def service(app, api):
-    return make_client(app, "batch-job", grant_types=["client_credentials"], scope="read write")
+    return make_client(
+        app,
+        "batch-job",
+        grant_types=["client_credentials"],
+        scope="read write",
+        allowed_audiences=[API],
+    )
 
 
 @pytest.fixture
@@ -68,6 +74,49 @@ def test_resource_binds_the_audience(app, client, service, issuer):
     assert claims["aud"] == API
     assert claims["sub"] == service.client_id
     assert claims["scope"] == body["scope"] == "read"
+
+
+def test_resource_the_client_is_not_allowed_is_invalid_target(app, client, service, api):
+    """RFC 8707 §2: a registered resource this client may not get tokens for is
+    invalid_target, even where the scope names match; nothing is issued."""
+    other = make_resource(app, "https://other.example.com", scopes=("read", "write"))
+    before = issued_counts(app)
+    for resources in ([other], [API, other]):
+        response = client_credentials(client, service, resource=resources, scope="read")
+        token_error(response, "invalid_target")
+    assert issued_counts(app) == before
+
+
+def test_client_without_allowed_audiences_gets_only_its_own_audience(app, client, api, issuer):
+    """A client registered with no allowed audience gets tokens for this server (its
+    userinfo, introspection) only: naming any resource is invalid_target."""
+    plain = make_client(app, "plain-job", grant_types=["client_credentials"], scope="read")
+    before = issued_counts(app)
+    token_error(client_credentials(client, plain, resource=API, scope="read"), "invalid_target")
+    assert issued_counts(app) == before
+    body = client_credentials(client, plain, scope="read").get_json()
+    claims = verify_with_jwks(
+        client, body["access_token"], audience=issuer, issuer=issuer, alg="ES256"
+    )
+    assert claims["aud"] == issuer
+
+
+def test_allowed_audiences_changed_take_effect_at_once(app, client, service, api, runtime):
+    """`change_allowed_audiences` (the CLI's `clients audiences`): a newly allowed API gets
+    tokens, a disallowed one is invalid_target from the next request on."""
+    from authserver.admin import change_allowed_audiences
+    from authserver.db import transaction
+
+    other = make_resource(app, "https://other.example.com", scopes=("read",))
+    token_error(client_credentials(client, service, resource=other, scope="read"), "invalid_target")
+    with transaction(runtime.session_factory) as session:
+        change_allowed_audiences(session, service.client_id, [other], [])
+    assert client_credentials(client, service, resource=other, scope="read").status_code == 200
+    with transaction(runtime.session_factory) as session:
+        change_allowed_audiences(session, service.client_id, [], [API])
+    before = issued_counts(app)
+    token_error(client_credentials(client, service, resource=API, scope="read"), "invalid_target")
+    assert issued_counts(app) == before
 
 
 def test_audit_row_written(app, client, service):

@@ -48,7 +48,13 @@ def api(app):
 
 @pytest.fixture
 def service(app, api, clock):
-    return make_client(app, "batch-job", grant_types=["client_credentials"], scope="read write")
+    return make_client(
+        app,
+        "batch-job",
+        grant_types=["client_credentials"],
+        scope="read write",
+        allowed_audiences=[API],
+    )
 
 
 def grant(client, rp: ClientInfo, secret: str | None = None, **extra):
@@ -156,7 +162,9 @@ def test_new_client_and_resource_work_at_once(app, client, clock):
     """Absent rows are never cached: a registration made after a miss works immediately."""
     later = ClientInfo("late-job", "not-yet-registered-secret", "")
     token_error(grant(client, later), "invalid_client", 401)
-    created = make_client(app, "late-job", grant_types=["client_credentials"], scope="read")
+    created = make_client(
+        app, "late-job", grant_types=["client_credentials"], scope="read", allowed_audiences=[API]
+    )
     token_error(grant(client, created), "invalid_target")
     make_resource(app, API, scopes=("read",))
     assert grant(client, created).status_code == 200

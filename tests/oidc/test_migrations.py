@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Boolean, Integer, MetaData, Table, inspect, select
 
 from authserver import migrate
 from authserver.db import make_engine
-from authserver.models import Base, Consent
+from authserver.models import Base, Client, Consent
 from tests.support.live import isolated_database
 from vault.models import VaultBase
 
@@ -99,3 +99,50 @@ def test_existing_consents_keep_covering_requests_without_a_resource(empty_datab
             select(Consent.scopes_by_resource).where(Consent.user_id == "u1")
         ).scalars()
     assert value == {"": ["openid", "read"]}
+
+
+def test_client_credentials_clients_keep_the_apis_they_reached(empty_database):
+    """0008 binds client-credentials tokens to the client's allowed audiences. A client with
+    that grant and no token exchange is allowed every API offering one of its scopes (what
+    it could reach before); a token-exchange client's list does not grow (it also governs
+    exchanges); other clients are untouched."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0007")
+    exchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+    with engine.begin() as connection:
+        for identifier, scopes in (
+            ("https://a.example", ["read"]),
+            ("https://b.example", ["write"]),
+            ("https://c.example", ["read", "write"]),
+        ):
+            _insert(
+                connection, "resource_servers", id=identifier, identifier=identifier, scopes=scopes
+            )
+        _insert(
+            connection, "clients", client_id="job", scope="read", grant_types=["client_credentials"]
+        )
+        _insert(
+            connection,
+            "clients",
+            client_id="agent",
+            scope="read write",
+            grant_types=["client_credentials", exchange],
+            allowed_audiences=["https://b.example"],
+        )
+        _insert(
+            connection, "clients", client_id="web", scope="read", grant_types=["authorization_code"]
+        )
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        audiences = dict(
+            connection.execute(select(Client.client_id, Client.allowed_audiences)).all()
+        )
+    assert audiences == {
+        "job": ["https://a.example", "https://c.example"],
+        "agent": ["https://b.example"],
+        "web": [],
+    }
+    command.downgrade(config, "0007")
+    command.upgrade(config, "head")
+    migrate.check(url)

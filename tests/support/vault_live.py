@@ -231,6 +231,7 @@ def make_agent(app: Flask, client_id: str = "agent") -> ClientInfo:
         redirect_uris=[AGENT_REDIRECT],
         grant_types=["authorization_code", "client_credentials", TOKEN_EXCHANGE],
         scope="openid read",
+        allowed_audiences=[MACHINE_API],  # its own client-credentials tokens
     )
 
 

@@ -1,7 +1,10 @@
 """Client credentials grant (RFC 6749 §4.4): a confidential client acting for itself.
 
 The token's `sub` is the client. Without a `resource` the audience is this server;
-with one (RFC 8707) it is that API and the scope is narrowed to what it offers.
+with one (RFC 8707) it is that API, which must be one of the client's allowed audiences
+(else invalid_target: a client registered for one API does not get tokens for another
+that happens to offer a scope of the same name), and the scope is narrowed to what it
+offers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.hooks import hooked
 
+from ..errors import InvalidTargetError
 from ..issuance import access_token_spec, token_body
 from ..scopes import OIDC_SCOPES, narrow_to_resources, resolve_resources, scope_list
 
@@ -25,6 +29,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         self.request.resources = resolve_resources(
             self.server.resource, self.request.form.getlist("resource")
         )
+        if any(r.identifier not in client.allowed_audiences for r in self.request.resources):
+            raise InvalidTargetError("This client may not obtain tokens for that resource.")
         asked = scope_list(self.request.payload.scope)
         if any(scope in OIDC_SCOPES for scope in asked):
             raise InvalidScopeError("OpenID Connect scopes need a user; this grant has none.")
