@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from limits import RateLimitItem, parse
-from limits.storage import Storage, storage_from_string
+from limits.storage import RedisStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import case, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -81,12 +81,27 @@ class DatabaseStorage(Storage):
         self._session().execute(delete(RateLimitCounter).where(RateLimitCounter.key == key))
 
 
+# `limits` has no "give one back while the window lasts": its Redis increment creates the
+# key when the window has ended, so a refund there would open the next window at -1. This
+# decrements only a live, positive counter, in one step on the server (the key keeps its
+# expiry).
+_REDIS_REFUND = b"""
+local count = tonumber(redis.call('get', KEYS[1]) or '0')
+if count > 0 then return redis.call('decr', KEYS[1]) end
+return count
+"""
+
+
 class LoginThrottle:
     """Failed sign-ins counted per username and per client address."""
 
     def __init__(self, storage: Storage, rate: str) -> None:
         self._limiter = FixedWindowRateLimiter(storage)
         self._rate: RateLimitItem = parse(rate)
+        self._redis = storage if isinstance(storage, RedisStorage) else None
+        self._redis_refund = (
+            self._redis.get_connection().register_script(_REDIS_REFUND) if self._redis else None
+        )
 
     def _keys(self, username: str, address: str) -> list[tuple[str, str]]:
         return [("login-user", username.strip().lower()), ("login-addr", address)]
@@ -120,9 +135,13 @@ class LoginThrottle:
             self._refund(key)
 
     def _refund(self, key: tuple[str, str]) -> None:
-        # Only while the window that counted the attempt is still open (the database storage
-        # also clamps atomically; Redis and memory rely on this check).
-        if self._limiter.storage.get(self._rate.key_for(*key)) > 0:
+        # Only while the window that counted the attempt is still open. Redis: one atomic
+        # script; the database storage clamps in its own atomic upsert; other storages (the
+        # tests' memory) check first.
+        counter = self._rate.key_for(*key)
+        if self._redis is not None and self._redis_refund is not None:
+            self._redis_refund(keys=[self._redis.prefixed_key(counter)])
+        elif self._limiter.storage.get(counter) > 0:
             self._hit(key, -1)
 
     def _hit(self, key: tuple[str, str], cost: int) -> bool:

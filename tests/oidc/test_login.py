@@ -237,6 +237,43 @@ def test_counter_is_shared_through_redis(app, alice, migrated_database, redis_db
             built.extensions["authserver"].engine.dispose()
 
 
+def test_a_redis_refund_after_the_window_ended_gives_no_extra_attempt(
+    app, migrated_database, redis_db, monkeypatch
+):
+    """Redis: the attempt is given back after a correct password. If the window ends just
+    after the counter was last read as live (a stale read), the refund must not create the
+    next window at -1, which would be an eleventh guess."""
+    from limits.storage import RedisStorage
+
+    built = build_test_app(migrated_database, redis_url=REDIS_URL)
+    user, address = f"alice-{secrets.token_hex(3)}", f"10.{secrets.randbelow(250)}.0.2"
+    make_user(app, user)
+    passwords = built.extensions["authserver"].passwords
+    verify = passwords.verify
+
+    def window_ends_during_the_check(stored, given):
+        for key in redis_db.keys(f"*{user}*") + redis_db.keys(f"*{address}*"):
+            redis_db.delete(key)
+        return verify(stored, given)
+
+    real_get = RedisStorage.get
+    monkeypatch.setattr(passwords, "verify", window_ends_during_the_check)
+    monkeypatch.setattr(RedisStorage, "get", lambda self, key: 1)  # read just before the end
+    try:
+        client = built.test_client()
+        assert attempt(client, user, DEFAULT_PASSWORD, address=address).status_code == 302
+        assert [int(redis_db.get(key)) for key in redis_db.keys(f"*{user}*")] in ([], [0])
+        monkeypatch.setattr(passwords, "verify", verify)
+        monkeypatch.setattr(RedisStorage, "get", real_get)
+        client = built.test_client()
+        for index in range(LIMIT):
+            response = attempt(client, user, "wrong password", address=address)
+            assert response.status_code == 401, index
+        assert_throttled(attempt(client, user, "wrong password", address=address))
+    finally:
+        built.extensions["authserver"].engine.dispose()
+
+
 def test_password_stored_as_argon2id(app, alice):
     """ASVS V2.4.1 / RFC 9106: passwords are stored as argon2id hashes, never in clear."""
     stored = rows(app, User, User.username == "alice")[0].password_hash
