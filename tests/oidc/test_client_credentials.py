@@ -11,7 +11,12 @@ import jwt
 import pytest
 
 from tests.support.db import audit_events, issued_counts
-from tests.support.factories import make_client, make_public_client, make_resource
+from tests.support.factories import (
+    make_client,
+    make_machine_client,
+    make_public_client,
+    make_resource,
+)
 from tests.support.oauth import token_error, verify_with_jwks
 
 API = "https://api.example.com"
@@ -24,13 +29,7 @@ def api(app):
 
 @pytest.fixture
 def service(app, api):
-    return make_client(
-        app,
-        "batch-job",
-        grant_types=["client_credentials"],
-        scope="read write",
-        allowed_audiences=[API],
-    )
+    return make_machine_client(app, "batch-job", "read write", [API])
 
 
 @pytest.fixture

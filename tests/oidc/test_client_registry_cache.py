@@ -18,7 +18,7 @@ from authserver.credentials import digest
 from authserver.db import transaction
 from authserver.models import Client, ResourceServer
 from authserver.registry import Registry
-from tests.support.factories import ClientInfo, make_client, make_resource
+from tests.support.factories import ClientInfo, make_machine_client, make_resource
 from tests.support.oauth import token_error
 
 API = "https://api.example.com"
@@ -48,13 +48,7 @@ def api(app):
 
 @pytest.fixture
 def service(app, api, clock):
-    return make_client(
-        app,
-        "batch-job",
-        grant_types=["client_credentials"],
-        scope="read write",
-        allowed_audiences=[API],
-    )
+    return make_machine_client(app, "batch-job", "read write", [API])
 
 
 def grant(client, rp: ClientInfo, secret: str | None = None, **extra):
@@ -162,9 +156,7 @@ def test_new_client_and_resource_work_at_once(app, client, clock):
     """Absent rows are never cached: a registration made after a miss works immediately."""
     later = ClientInfo("late-job", "not-yet-registered-secret", "")
     token_error(grant(client, later), "invalid_client", 401)
-    created = make_client(
-        app, "late-job", grant_types=["client_credentials"], scope="read", allowed_audiences=[API]
-    )
+    created = make_machine_client(app, "late-job", "read", [API])
     token_error(grant(client, created), "invalid_target")
     make_resource(app, API, scopes=("read",))
     assert grant(client, created).status_code == 200

@@ -81,50 +81,49 @@ def test_threads_of_one_process_write_in_turn_without_meeting_the_lock(engine: E
     assert _count(engine) == THREADS * WRITES_PER_THREAD
 
 
+class _HeldWrite:
+    """A write transaction in another thread, left open until `release`."""
+
+    def __init__(self, engine: Engine, statement: str) -> None:
+        self.holding = threading.Event()
+        self._release = threading.Event()
+
+        def write() -> None:
+            with transaction(make_session_factory(engine)) as session:
+                session.execute(text(statement))
+                self.holding.set()
+                self._release.wait(10)
+
+        self.thread, self.errors = _in_thread(write)
+        assert self.holding.wait(10)
+
+    def release(self) -> None:
+        self._release.set()
+        self.thread.join(10)
+
+
 def test_a_writer_waits_for_the_commit_before_it_then_goes_on(engine: Engine) -> None:
-    holding = threading.Event()
-    release = threading.Event()
-
-    def long_writer() -> None:
-        with transaction(make_session_factory(engine)) as session:
-            session.execute(text("UPDATE counter SET n = n + 1 WHERE id = 1"))
-            holding.set()
-            release.wait(10)
-
-    first, first_errors = _in_thread(long_writer)
-    assert holding.wait(10)
+    first = _HeldWrite(engine, "UPDATE counter SET n = n + 1 WHERE id = 1")
     second, second_errors = _in_thread(lambda: _increment(engine))
     time.sleep(0.3)
     assert second.is_alive(), "the second writer must wait for the first one's commit"
-    release.set()
-    first.join(10)
+    first.release()
     second.join(10)
 
     assert not second.is_alive()
-    assert first_errors == [] and second_errors == []
+    assert first.errors == [] and second_errors == []
     assert _count(engine) == 2
 
 
 def test_reads_do_not_wait_for_a_writer(engine: Engine) -> None:
-    holding = threading.Event()
-    release = threading.Event()
-
-    def long_writer() -> None:
-        with transaction(make_session_factory(engine)) as session:
-            session.execute(text("UPDATE counter SET n = 41 WHERE id = 1"))
-            holding.set()
-            release.wait(10)
-
-    writer, errors = _in_thread(long_writer)
+    writer = _HeldWrite(engine, "UPDATE counter SET n = 41 WHERE id = 1")
     try:
-        assert holding.wait(10)
         started = time.monotonic()
         assert _count(engine) == 0  # the snapshot before the uncommitted write
         assert time.monotonic() - started < 1.0
     finally:
-        release.set()
-        writer.join(10)
-    assert errors == []
+        writer.release()
+    assert writer.errors == []
     assert _count(engine) == 41
 
 

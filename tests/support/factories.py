@@ -58,6 +58,21 @@ def make_client(app: Flask, client_id: str = "web-rp", **options: Any) -> Client
     return ClientInfo(client_id, registered.client_secret, uris[0] if uris else "")
 
 
+def make_machine_client(
+    app: Flask, client_id: str, scope: str, audiences: list[str], **options: Any
+) -> ClientInfo:
+    """A confidential client-credentials client allowed to get tokens for `audiences`."""
+    return make_client(
+        app,
+        client_id,
+        grant_types=["client_credentials"],
+        redirect_uris=[],
+        scope=scope,
+        allowed_audiences=audiences,
+        **options,
+    )
+
+
 def make_public_client(app: Flask, client_id: str = "native", **options: Any) -> ClientInfo:
     options.setdefault("redirect_uris", [LOOPBACK_REDIRECT])
     return make_client(app, client_id, auth_method="none", **options)
