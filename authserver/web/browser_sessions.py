@@ -9,28 +9,22 @@ and sign-out deletes it.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from flask import current_app, session
 from sqlalchemy import delete
 
+from ..credentials import digest, new_secret_value
 from ..models import BrowserSession, User, now
 from . import context
 
 SESSION_ID_KEY = "sid"
 
 
-def _hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
 def start(user: User) -> None:
     """Record a new signed-in browser in the request's transaction (committed by the caller)."""
-    session_id = secrets.token_urlsafe(32)
+    session_id = new_secret_value()
     lifetime = int(current_app.permanent_session_lifetime.total_seconds())
     context.db().add(
-        BrowserSession(id_hash=_hash(session_id), user_id=user.id, expires_at=now() + lifetime)
+        BrowserSession(id_hash=digest(session_id), user_id=user.id, expires_at=now() + lifetime)
     )
     session[SESSION_ID_KEY] = session_id
 
@@ -40,7 +34,7 @@ def is_live(user_id: str) -> bool:
     session_id = session.get(SESSION_ID_KEY)
     if not isinstance(session_id, str) or not session_id:
         return False
-    row = context.db().get(BrowserSession, _hash(session_id))
+    row = context.db().get(BrowserSession, digest(session_id))
     return row is not None and row.user_id == user_id and row.expires_at > now()
 
 
@@ -49,5 +43,5 @@ def end() -> None:
     session_id = session.get(SESSION_ID_KEY)
     if isinstance(session_id, str) and session_id:
         context.db().execute(
-            delete(BrowserSession).where(BrowserSession.id_hash == _hash(session_id))
+            delete(BrowserSession).where(BrowserSession.id_hash == digest(session_id))
         )
