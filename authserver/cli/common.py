@@ -3,26 +3,46 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
 from ..admin import AdminError
 from ..db import transaction
 from ..runtime import Runtime, build_runtime
-from ..settings import SettingsError, check_settings, load_settings
+from ..settings import PREFIX, SettingsError, check_settings, load_settings
 
 
 def database_reason(error: DBAPIError) -> str:
     """The driver's own first line (connection refused, unable to open file, no such table):
-    enough to act on, without a traceback or the statement. It never holds the password."""
+    enough to act on, without a traceback or the statement, and without the password of
+    AUTHSERVER_DATABASE_URL should a driver ever repeat it."""
     text = str(error.orig).strip()
-    return text.splitlines()[0] if text else type(error.orig).__name__
+    reason = text.splitlines()[0] if text else type(error.orig).__name__
+    for password in _database_passwords():
+        reason = reason.replace(password, "***")
+    return reason
+
+
+def _database_passwords() -> list[str]:
+    configured = os.environ.get(f"{PREFIX}DATABASE_URL", "")
+    try:
+        password = make_url(configured).password if configured else None
+        # As given in the URL (percent-encoded) and as the driver received it (decoded).
+        encoded = urlsplit(configured).password if password else None
+    except (ArgumentError, ValueError):
+        return []
+    if not password:
+        return []
+    return sorted({str(password), *([encoded] if encoded else [])}, key=len, reverse=True)
 
 
 def load_runtime() -> Runtime:

@@ -653,6 +653,22 @@ def test_connections_create_accepts_http_on_loopback(workspace):
     assert "local" in connection_names(workspace)
 
 
+def test_a_database_error_never_repeats_the_url_password(monkeypatch):
+    """Should a driver's message contain the password of AUTHSERVER_DATABASE_URL (as given,
+    percent-encoded, or decoded), the CLI's one-line reason masks it."""
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    from authserver.cli.common import database_reason
+
+    url = "postgresql+psycopg://admin:S3cret%2FPW@127.0.0.1:1/db"
+    monkeypatch.setenv("AUTHSERVER_DATABASE_URL", url)
+    driver_said = Exception("connect failed for dsn password=S3cret/PW and S3cret%2FPW\nmore")
+    reason = database_reason(DatabaseError("SELECT 1", {}, driver_said))
+    assert reason == "connect failed for dsn password=*** and ***"
+    monkeypatch.setenv("AUTHSERVER_DATABASE_URL", "not a url")
+    assert database_reason(DatabaseError("SELECT 1", {}, Exception("down"))) == "down"
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
