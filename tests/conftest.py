@@ -53,11 +53,7 @@ def migrated_database(database_url: str) -> Iterator[str]:
 def base_app(migrated_database: str) -> Iterator[Flask]:
     app = build_test_app(migrated_database)
     yield app
-    runtime = app.extensions["authserver"]
-    # Background threads first: the scratch database is dropped next, under their feet.
-    runtime.dispatcher.stop()
-    runtime.linker.stop()
-    runtime.engine.dispose()
+    app.extensions["authserver"].engine.dispose()
 
 
 @pytest.fixture
