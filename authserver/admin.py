@@ -126,6 +126,15 @@ def _check_audience(uri: str) -> str:
     return uri
 
 
+def _check_registered_audience(session: Session, uri: str) -> str:
+    """A registered resource server's identifier: a typo would otherwise be allowed silently."""
+    _check_audience(uri)
+    registered = select(ResourceServer.id).where(ResourceServer.identifier == uri)
+    if session.scalar(registered) is None:
+        raise AdminError(f"audience {uri!r} is not a registered resource server")
+    return uri
+
+
 def _check_scopes(scope: str) -> str:
     for item in scope.split():
         if not SCOPE_TOKEN.match(item):
@@ -182,7 +191,10 @@ def create_client(
         id_token_signed_response_alg=id_token_alg,
         skip_consent=skip_consent,
         may_delegate=may_delegate,
-        allowed_audiences=[_check_audience(uri) for uri in allowed_audiences or []],
+        allowed_audiences=[
+            _check_registered_audience(session, uri)
+            for uri in dict.fromkeys(allowed_audiences or [])
+        ],
         backchannel_token_delivery_mode=backchannel_mode,
         backchannel_client_notification_endpoint=backchannel_endpoint,
     )
@@ -206,10 +218,7 @@ def change_allowed_audiences(
     if both := set(allow) & set(disallow):
         raise AdminError(f"audience both allowed and disallowed: {', '.join(sorted(both))}")
     for uri in allow:
-        _check_audience(uri)
-        registered = select(ResourceServer.id).where(ResourceServer.identifier == uri)
-        if session.scalar(registered) is None:
-            raise AdminError(f"audience {uri!r} is not a registered resource server")
+        _check_registered_audience(session, uri)
     before = list(client.allowed_audiences or [])
     after = [uri for uri in dict.fromkeys([*before, *allow]) if uri not in set(disallow)]
     client.allowed_audiences = after

@@ -205,8 +205,15 @@ def _seed_calendar(session: Session, runtime: Runtime) -> dict[str, Any]:
 def seed(session: Session, runtime: Runtime) -> dict[str, Any]:
     """Create what is missing and describe everything (passwords and secrets included)."""
     _seed_users(session, runtime)
-    clients = [_seed_client(session, runtime, spec) for spec in demo_clients()]
+    specs = demo_clients()
+    # The broker resource names its own client, and clients may only be allowed registered
+    # resources: clients without audiences first, then the broker, then the rest.
+    seeded = {
+        s.client_id: _seed_client(session, runtime, s) for s in specs if not s.allowed_audiences
+    }
     resources = [_seed_broker(session)]
+    seeded |= {s.client_id: _seed_client(session, runtime, s) for s in specs if s.allowed_audiences}
+    clients = [seeded[spec.client_id] for spec in specs]
     return {
         "issuer": runtime.settings.issuer,
         "users": [{k: u[k] for k in ("username", "password", "email")} for u in DEMO_USERS],

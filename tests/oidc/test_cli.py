@@ -241,6 +241,42 @@ def test_clients_audiences_changes_what_a_client_may_get_tokens_for(workspace):
     assert newest["details"] == {"client_id": "aud-job", "allowed": [], "disallowed": [api]}
 
 
+def test_clients_create_allows_only_registered_audiences(workspace):
+    """`clients create --allowed-audience URI` checks what `clients audiences --allow`
+    checks: a URI that names no registered resource server (a typo) is refused and no
+    client is created; a registered one is allowed."""
+    api = "https://create-audience.example.com"
+    created_api = workspace.invoke(
+        "resources", "create", "--identifier", api, "--name", "API", "--scope", "read"
+    )
+    assert created_api.returncode == 0, created_api.stderr
+
+    def create(client_id: str, audience: str) -> InProcessResult:
+        return workspace.invoke(
+            "clients",
+            "create",
+            "--name",
+            "Job",
+            "--client-id",
+            client_id,
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "read",
+            "--allowed-audience",
+            audience,
+            "--json",
+        )
+
+    typo = create("typo-job", "https://create-audiense.example.com")
+    assert_clean_failure(typo, "is not a registered resource server")
+    good = create("good-job", api)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["allowed_audiences"] == [api]
+    listed = {c["client_id"] for c in workspace.json("clients", "list", "--json")}
+    assert "good-job" in listed and "typo-job" not in listed
+
+
 def test_resources_create_and_list(workspace):
     """`resources create|list`: identifier, scopes, the API's introspecting client."""
     api_client = workspace.invoke(

@@ -156,7 +156,10 @@ def test_new_client_and_resource_work_at_once(app, client, clock):
     """Absent rows are never cached: a registration made after a miss works immediately."""
     later = ClientInfo("late-job", "not-yet-registered-secret", "")
     token_error(grant(client, later), "invalid_client", 401)
+    make_resource(app, API, scopes=("read",))
     created = make_machine_client(app, "late-job", "read", [API])
+    with transaction(app.extensions["authserver"].session_factory) as session:
+        session.execute(delete(ResourceServer).where(ResourceServer.identifier == API))
     token_error(grant(client, created), "invalid_target")
     make_resource(app, API, scopes=("read",))
     assert grant(client, created).status_code == 200

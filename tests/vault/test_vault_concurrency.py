@@ -20,10 +20,11 @@ import requests
 from sqlalchemy import select
 
 from tests.support.calendar import live_calendar, register_calendar
-from tests.support.factories import make_user
+from tests.support.factories import make_resource, make_user
 from tests.support.live import ServerProcess, free_port, server_env
 from tests.support.vault_live import (
     FREEBUSY_WINDOW,
+    MACHINE_API,
     VaultScene,
     expire_cached,
     federated,
@@ -116,6 +117,7 @@ def test_concurrent_requests_across_server_processes_share_one_refresh(
     issuer = f"http://127.0.0.1:{ports[0]}"
     with live_calendar(issuer, tmp_path) as calendar:
         alice = make_user(app, "alice").id
+        make_resource(app, MACHINE_API, ("read",))
         agent = make_agent(app)
         register_calendar(app, calendar.url, ["agent"])
         env = server_env(migrated_database, issuer)
