@@ -8,6 +8,7 @@ Component suites keep their own fixtures in their folder's conftest.py.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from tests.support.apps import (
     test_settings,
 )
 from tests.support.flows import Browser
+
+# The threads an app starts on its first request (authserver.audit, authserver.notify).
+BACKGROUND_THREADS = {"audit-linker", "notifications"}
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +51,18 @@ def migrated_database(database_url: str) -> Iterator[str]:
         migrate.upgrade(url, engine)
         engine.dispose()
         yield url
+        _no_background_threads_left()
+
+
+def _no_background_threads_left() -> None:
+    """Every app a test built stopped its outbox dispatcher and audit linker: one left
+    running would poll the database after it is dropped (and, in a server, keep work
+    going that its owner believes stopped)."""
+    left = [t for t in threading.enumerate() if t.name in BACKGROUND_THREADS and t.is_alive()]
+    for thread in left:
+        thread.join(timeout=2)  # one that was just told to stop finishes its round
+    names = sorted(t.name for t in left if t.is_alive())
+    assert not names, f"background threads still running after the tests: {names}"
 
 
 @pytest.fixture(scope="session")
