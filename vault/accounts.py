@@ -16,6 +16,7 @@ Serving a federated access token:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import uuid
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault import upstream
 from vault.envelope import associated_data, seal, unseal
-from vault.errors import ConnectionRequired, UpstreamError
+from vault.errors import ConnectionRequired, DecryptionError, UpstreamError
 from vault.keyring import KeyRing
 from vault.models import ACTIVE, NEEDS_RECONNECT, ConnectedAccount, Connection
 
@@ -119,6 +120,14 @@ def find_account(session: Session, user_id: str, connection: str) -> ConnectedAc
     )
 
 
+@dataclass(frozen=True)
+class StoredAccount:
+    account: ConnectedAccount
+    # The refresh token a reconnect replaced, when it differs from the new one: the caller
+    # revokes it upstream once the new one is committed, or it would outlive the account.
+    replaced_refresh_token: str | None = field(default=None, repr=False)
+
+
 def store_account(
     session: Session,
     vault: Vault,
@@ -126,11 +135,17 @@ def store_account(
     user_id: str,
     tokens: upstream.UpstreamTokens,
     requested: list[str],
-) -> ConnectedAccount:
+) -> StoredAccount:
     """Create or replace the user's account from a completed connect flow."""
     moment = int(vault.clock())
     account = find_account(session, user_id, connection.name)
-    if account is None:
+    replaced = None
+    if account is not None:
+        with contextlib.suppress(DecryptionError):  # nothing usable to revoke then
+            replaced = unseal(
+                vault.keyring, account.refresh_token_sealed, account_aad(account, "refresh_token")
+            ).decode()
+    else:
         account = ConnectedAccount(
             id=str(uuid.uuid4()),
             user_id=user_id,
@@ -142,7 +157,7 @@ def store_account(
     account.status, account.updated_at, account.last_used_at = ACTIVE, moment, moment
     account.refresh_lease = account.refresh_lease_until = None
     seal_tokens(vault.keyring, account, tokens)
-    return account
+    return StoredAccount(account, replaced if replaced != tokens.refresh_token else None)
 
 
 def _check_usable(
@@ -258,38 +273,66 @@ def _refresh(vault: Vault, connection: Connection, account_id: str, lease: str) 
                 "reconnect_required", connection.name, list(account.scopes)
             ) from None
         raise
-    served = _save_refresh(vault, account, lease, tokens)
-    if served is None:
-        # Disconnected while the refresh ran: the person's decision stands. The rotated
-        # refresh token was never stored, so it is revoked here, or it would outlive it.
-        if tokens.refresh_token:
-            upstream.revoke(client, tokens.refresh_token, "refresh_token", vault.timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the lease lapses on its own otherwise
+            _release(vault, account_id, lease)
+        raise
+    # A refresh token the upstream rotated to and that we do not store is revoked: kept by
+    # nobody, it would stay valid at the provider for as long as the provider allows.
+    rotated = tokens.refresh_token if tokens.refresh_token != refresh_token else None
+    try:
+        saved, served = _save_refresh(vault, account, lease, tokens)
+    except BaseException:
+        _revoke_quietly(client, rotated, vault.timeout)
+        with contextlib.suppress(Exception):  # the lease lapses on its own otherwise
+            _release(vault, account_id, lease)
+        raise
+    if saved == GONE:
+        # Disconnected while the refresh ran: the person's decision stands.
+        _revoke_quietly(client, tokens.refresh_token, vault.timeout)
         raise ConnectionRequired("not_connected", connection.name, list(account.scopes))
+    if saved == SUPERSEDED:
+        # Reconnected (or our lease lapsed) meanwhile: the row holds another refresh token.
+        _revoke_quietly(client, rotated, vault.timeout)
     return served
+
+
+def _revoke_quietly(client: upstream.UpstreamClient, token: str | None, timeout: float) -> None:
+    if token:
+        upstream.revoke(client, token, "refresh_token", timeout)
+
+
+SAVED, GONE, SUPERSEDED = "saved", "gone", "superseded"
 
 
 def _save_refresh(
     vault: Vault, account: ConnectedAccount, lease: str, tokens: upstream.UpstreamTokens
-) -> FederatedToken | None:
+) -> tuple[str, FederatedToken]:
     """Access token and rotated refresh token in one transaction, only by the lease holder.
 
-    None when the account was deleted meanwhile (nothing is saved, nothing is served).
+    GONE when the account was deleted meanwhile (nothing saved; the token must not be
+    served), SUPERSEDED when the lease is no longer ours (nothing saved; the access token
+    is still good to serve), else SAVED.
     """
     moment = int(vault.clock())
     with vault.factory.begin() as session:
         row = session.get(ConnectedAccount, account.id, with_for_update=True)
         if row is None:
-            return None
-        if row.refresh_lease == lease:
+            saved = GONE
+        elif row.refresh_lease != lease:
+            saved = SUPERSEDED
+        else:
+            saved = SAVED
             seal_tokens(vault.keyring, row, tokens)
             if tokens.scopes is not None:
                 row.scopes = tokens.scopes
             row.refresh_lease = row.refresh_lease_until = None
             row.refreshed_at = row.last_used_at = row.updated_at = moment
-    vault.refreshes.append(account.id)
+    if saved != GONE:
+        vault.refreshes.append(account.id)
     remaining = int(tokens.expires_at - vault.clock()) if tokens.expires_at else 0
     scopes = tokens.scopes if tokens.scopes is not None else list(account.scopes)
-    return FederatedToken(tokens.access_token, remaining, scopes, refreshed=True)
+    return saved, FederatedToken(tokens.access_token, remaining, scopes, refreshed=True)
 
 
 def _release(vault: Vault, account_id: str, lease: str) -> None:

@@ -1,8 +1,8 @@
 """Ending connected accounts: a person disconnects one, or nobody uses it for too long.
 
-Either way the upstream refresh token is revoked first (RFC 7009, where the provider
-offers it), so the provider's grant does not outlive our ciphertext, and then the row
-and its ciphertext are deleted. Revocation is best effort: a provider that is down or
+Either way the row and its ciphertext are deleted, then the upstream refresh token is
+revoked (RFC 7009, where the provider offers it), so the provider's grant does not
+outlive our ciphertext. Revocation is best effort: a provider that is down or
 offers no revocation endpoint does not keep an account the person asked to remove.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from vault import upstream
-from vault.accounts import Vault, account_aad, find_account, upstream_client
+from vault.accounts import Vault, account_aad, upstream_client
 from vault.envelope import unseal
 from vault.errors import DecryptionError
 from vault.models import ConnectedAccount, Connection
@@ -29,14 +29,22 @@ class Removed:
     revoked_upstream: bool
 
 
-def _revoke_upstream(vault: Vault, connection: Connection, account: ConnectedAccount) -> bool:
+def _sealed_refresh_token(vault: Vault, account: ConnectedAccount) -> str | None:
     try:
-        refresh_token = unseal(
+        return unseal(
             vault.keyring, account.refresh_token_sealed, account_aad(account, "refresh_token")
         ).decode()
+    except DecryptionError:
+        return None  # nothing usable to revoke; the account is still removed
+
+
+def _revoke_upstream(vault: Vault, connection: Connection, refresh_token: str | None) -> bool:
+    if refresh_token is None:
+        return False
+    try:
         client = upstream_client(vault.keyring, connection)
     except DecryptionError:
-        return False  # nothing usable to revoke; the account is still removed
+        return False
     return upstream.revoke(client, refresh_token, "refresh_token", vault.timeout)
 
 
@@ -47,23 +55,31 @@ def _last_use(account: ConnectedAccount) -> float:
 def remove_account(
     vault: Vault, connection: Connection, user_id: str, unused_since: float | None = None
 ) -> Removed | None:
-    """Revoke upstream, then delete the account. None when there was no account.
+    """Delete the account, then revoke its refresh token upstream. None when there was none.
 
-    With `unused_since` (a purge), an account used since then is kept: it was read as
-    unused when the purge listed it, but an agent may have been served from it since.
+    The row goes first, under its lock, with the refresh token it held at that moment: a
+    refresh running meanwhile then finds no row to save into and revokes the token it
+    rotated to, so no refresh token outlives the account whichever finishes first. With
+    `unused_since` (a purge), an account used since then is kept: it was read as unused
+    when the purge listed it, but an agent may have been served from it since.
     """
-    with vault.read_factory() as session:
-        account = find_account(session, user_id, connection.name)
+    with vault.factory.begin() as session:
+        account = session.scalar(
+            select(ConnectedAccount)
+            .where(
+                ConnectedAccount.user_id == user_id,
+                ConnectedAccount.connection_name == connection.name,
+            )
+            .with_for_update()
+        )
         if account is None:
             return None
         if unused_since is not None and _last_use(account) >= unused_since:
             return None
-        account_id = account.id
-        # The upstream call runs outside any transaction (it may take `vault.timeout`).
-        revoked = _revoke_upstream(vault, connection, account)
-    with vault.factory.begin() as session:
-        session.execute(delete(ConnectedAccount).where(ConnectedAccount.id == account_id))
-    return Removed(user_id, connection.name, revoked)
+        refresh_token = _sealed_refresh_token(vault, account)
+        session.delete(account)
+    # The upstream call runs outside any transaction (it may take `vault.timeout`).
+    return Removed(user_id, connection.name, _revoke_upstream(vault, connection, refresh_token))
 
 
 def disconnect(vault: Vault, connection: Connection, user_id: str) -> bool:

@@ -49,7 +49,7 @@ class UpstreamTokens:
 
 
 def _session(client: UpstreamClient, **extra: Any) -> Any:
-    return OAuth2Session(
+    session = OAuth2Session(
         client.client_id,
         client.client_secret,
         token_endpoint_auth_method=client.auth_method,
@@ -58,6 +58,11 @@ def _session(client: UpstreamClient, **extra: Any) -> Any:
         revocation_endpoint_auth_method=client.auth_method,
         **extra,
     )
+    # Never follow a redirect from a token or revocation endpoint: it would step around
+    # the https rule checked at registration, and a 307/308 would resend the refresh
+    # token and client secret to wherever it points. requests refuses before sending.
+    session.max_redirects = 0
+    return session
 
 
 def authorization_url(
@@ -115,7 +120,8 @@ def _call(action: Callable[[], Any], clock: Callable[[], float]) -> UpstreamToke
         raise UpstreamError(kind, f"HTTP {status}") from None
     except requests.RequestException as error:
         raise UpstreamError("unavailable", type(error).__name__) from None
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
+        # Not JSON, or fields Authlib cannot read (`"expires_in": [1]`, `1e400`).
         raise UpstreamError("bad_response", "unreadable answer") from None
 
 
@@ -177,8 +183,10 @@ def revoke(client: UpstreamClient, token: str, hint: str, timeout: float = DEFAU
 def discover(discovery_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """RFC 8414 / OIDC discovery document of an upstream (used when registering it)."""
     try:
-        response = requests.get(discovery_url, timeout=timeout)
+        response = requests.get(discovery_url, timeout=timeout, allow_redirects=False)
         response.raise_for_status()
+        if response.is_redirect:
+            raise UpstreamError("bad_response", "discovery document redirects elsewhere")
         document = response.json()
     except (requests.RequestException, ValueError):
         raise UpstreamError("unavailable", "discovery document unreachable") from None

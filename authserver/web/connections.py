@@ -8,15 +8,17 @@ upstream where the provider offers RFC 7009).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from vault import connect, upstream
-from vault.accounts import store_account, upstream_client
-from vault.errors import ConnectFailed, UpstreamError, VaultError
+from vault.accounts import StoredAccount, store_account, upstream_client
+from vault.errors import ConnectFailed, DecryptionError, UpstreamError, VaultError
 from vault.models import ConnectedAccount, Connection
 from vault.retirement import disconnect
 
@@ -26,6 +28,7 @@ from .navigation import safe_next
 from .pages import error_page
 
 bp = Blueprint("connections", __name__)
+log = logging.getLogger(__name__)
 
 MAX_SCOPE_PARAM = 1000
 MAX_RETURN_TO = 2000  # the length of vault_connect_states.return_to
@@ -64,10 +67,20 @@ def start(name: str) -> Any:
             return_to,
             _redirect_uri(name),
         )
+    except DecryptionError:
+        return _unusable(name)
     except VaultError:
         return error_page("Cannot connect", "The connection does not offer those scopes.", 400)
     context.commit()
     return redirect(url)
+
+
+def _unusable(name: str) -> Any:
+    """The connection's sealed client secret or state does not open (its key is missing)."""
+    log.error("connection %s: a sealed value could not be opened", name)
+    return error_page(
+        "Cannot connect", "This connection cannot be used right now. Try again later.", 503
+    )
 
 
 def _fail(name: str, reason: str, description: str, status: int = 400) -> Any:
@@ -98,6 +111,8 @@ def callback(name: str) -> Any:
         )
     except ConnectFailed:
         return _fail(name, "bad_state", "This link is not valid (it may have been used already).")
+    except DecryptionError:
+        return _unusable(name)
     context.commit()  # the state is used up even if the provider refuses below
     if request.args.get("error") or not request.args.get("code"):
         return _fail(name, "upstream_refused", "The provider did not grant access.")
@@ -109,6 +124,9 @@ def _complete(connection: Connection, consumed: connect.ConsumedState) -> Any:
     vault = runtime.vault
     try:
         client = upstream_client(runtime.keyring, connection)
+    except DecryptionError:
+        return _unusable(connection.name)
+    try:
         tokens = upstream.exchange_code(
             client,
             request.args.get("code", "")[:2048],
@@ -132,16 +150,38 @@ def _complete(connection: Connection, consumed: connect.ConsumedState) -> Any:
             "while you are away.",
             502,
         )
-    account = store_account(
-        context.db(), vault, connection, current_user.id, tokens, consumed.scopes
-    )
+    stored = _store(connection, tokens, consumed.scopes)
+    if stored.replaced_refresh_token:
+        # A reconnect: the grant behind the previous refresh token is no longer ours to keep.
+        upstream.revoke(client, stored.replaced_refresh_token, "refresh_token", vault.timeout)
+    return redirect(consumed.return_to)
+
+
+def _store(
+    connection: Connection, tokens: upstream.UpstreamTokens, requested: list[str]
+) -> StoredAccount:
+    """Store the account and commit. A parallel first connect (another tab) may have
+    inserted the same account meanwhile: then once more, replacing that one."""
+    user_id = current_user.id
+    try:
+        return _store_once(connection, user_id, tokens, requested)
+    except IntegrityError:
+        context.db().rollback()
+        return _store_once(connection, user_id, tokens, requested)
+
+
+def _store_once(
+    connection: Connection, user_id: str, tokens: upstream.UpstreamTokens, requested: list[str]
+) -> StoredAccount:
+    vault = context.runtime().vault
+    stored = store_account(context.db(), vault, connection, user_id, tokens, requested)
     context.record(
         "vault.connected",
-        user_id=current_user.id,
-        details={"connection": connection.name, "scopes": account.scopes},
+        user_id=user_id,
+        details={"connection": connection.name, "scopes": stored.account.scopes},
     )
     context.commit()
-    return redirect(consumed.return_to)
+    return stored
 
 
 @bp.get("/account/connections")

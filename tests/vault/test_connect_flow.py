@@ -233,8 +233,8 @@ def _disconnect(http: requests.Session, url: str, with_csrf: bool = True) -> req
 
 def test_purging_an_unused_account_revokes_it_upstream_first(scene):
     """DESIGN token vault: accounts unused for the period are purged. The provider's grant
-    must not outlive our copy: the refresh token is revoked upstream (RFC 7009) before the
-    row goes, and each purge is an audit row naming the person and the connection."""
+    must not outlive our copy: the refresh token is revoked upstream (RFC 7009) once the
+    row is gone, and each purge is an audit row naming the person and the connection."""
     from authserver.housekeeping import DAY, purge
 
     scene.connect("alice")
@@ -357,3 +357,104 @@ def test_overlong_return_to_falls_back_without_a_server_error(scene):
     assert done.status_code == 302
     assert done.headers["Location"] == "/account/connections"
     assert scene.account("alice") is not None
+
+
+def test_reconnecting_revokes_the_refresh_token_it_replaces(scene, monkeypatch):
+    """Connecting an account again (to add scopes, or after reconnect_required) creates a
+    new grant upstream. The refresh token of the one it replaces is revoked (RFC 7009), or
+    that grant would outlive the account: disconnecting revokes only the stored one."""
+    spy = UpstreamSpy.install(monkeypatch)
+    scene.connect("alice")
+    first = scene.stored_refresh_token("alice")
+    before = scene.calendar.stats()
+    scene.connect("alice", "calendar.freebusy calendar.read")
+    second = scene.stored_refresh_token("alice")
+    assert second != first and spy.refresh_tokens == [first, second]
+    assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
+    replaced = calendar_refresh(scene.calendar.url, first)
+    assert replaced.status_code == 400 and replaced.json()["error"] == "invalid_grant"
+    assert calendar_refresh(scene.calendar.url, second).status_code == 200
+
+
+def test_two_first_connects_at_once_store_one_account(scene, monkeypatch):
+    """Two tabs complete a first connect at the same moment: both find no account and both
+    insert one. The second commit meets the unique (user, connection) row; it is not a
+    server error: it replaces the first tab's account (revoking that one's refresh
+    token), and the person has one account."""
+    from authserver.web import connections as connections_view
+    from vault import upstream
+    from vault.accounts import store_account
+
+    runtime = scene.server.runtime
+    if runtime.engine.dialect.name == "sqlite":
+        pytest.skip(
+            "SQLite: the callback's first statement takes the write lock, so two are serial"
+        )
+    other_tab = upstream.UpstreamTokens("other-tab-access", None, "other-tab-refresh", None)
+
+    def other_tab_commits_first(session, vault, connection, user_id, tokens, requested):
+        stored = store_account(session, vault, connection, user_id, tokens, requested)
+        if tokens is not other_tab and _accounts(scene) == 0:
+            with transaction(runtime.session_factory) as elsewhere:
+                store_account(elsewhere, vault, connection, user_id, other_tab, requested)
+        return stored
+
+    monkeypatch.setattr(connections_view, "store_account", other_tab_commits_first)
+    revoked: list[str] = []
+    monkeypatch.setattr(
+        upstream, "revoke", lambda client, token, hint, timeout: revoked.append(token) or True
+    )
+    http = scene.browser("alice")
+    done = http.get(calendar_callback(http, _start(scene), "alice"), allow_redirects=False)
+    assert done.status_code == 302 and done.headers["Location"] == "/account/connections"
+    assert _accounts(scene) == 1
+    assert scene.stored_refresh_token("alice") != "other-tab-refresh"
+    assert revoked == ["other-tab-refresh"]
+
+
+def test_a_connection_whose_secret_does_not_open_gives_a_page(scene):
+    """The connection's sealed client secret does not open (its key was withdrawn from the
+    key ring, or the row was tampered with): starting or completing a connect answers with
+    a page saying the connection cannot be used now, not a server error or a wrong
+    reason, and stores nothing."""
+    http = scene.browser("alice")
+    callback = calendar_callback(http, _start(scene), "alice")
+    with transaction(scene.server.runtime.session_factory) as session:
+        session.execute(
+            update(Connection)
+            .where(Connection.name == "calendar")
+            .values(client_secret_sealed=b"not a ciphertext")
+        )
+    for response in (
+        http.get(callback, allow_redirects=False, timeout=10),
+        http.get(_start(scene), allow_redirects=False, timeout=10),
+    ):
+        assert response.status_code == 503, response.text
+        assert "cannot be used right now" in response.text
+        assert "Traceback" not in response.text
+    assert _accounts(scene) == 0
+
+
+def test_no_token_is_served_once_a_disconnect_has_begun(scene, monkeypatch):
+    """Disconnecting deletes the account before revoking upstream (a call that may take the
+    upstream timeout). An agent asking meanwhile gets not_connected: were the row still
+    there, it would be served, and a refresh it started could store a new refresh token
+    into an account being removed."""
+    from vault import upstream
+
+    scene.connect("alice")
+    subject = scene.subject_token("alice")
+    scene.expire_cached("alice")
+    during: list[requests.Response] = []
+    original = upstream.revoke
+
+    def revoke_slowly(client, token, hint, timeout):
+        during.append(scene.federated(subject))
+        return original(client, token, hint, timeout)
+
+    monkeypatch.setattr(upstream, "revoke", revoke_slowly)
+    done = _disconnect(scene.browser("alice"), scene.url)
+    assert done.status_code == 302
+    [answer] = during
+    assert answer.status_code == 400 and answer.json()["reason"] == "not_connected"
+    assert scene.account("alice") is None

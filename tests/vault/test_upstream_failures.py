@@ -267,3 +267,113 @@ def test_disconnect_during_a_refresh_serves_nothing_and_revokes_the_new_token(sc
     assert answer.refresh_token
     assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
     assert calendar_refresh(scene.calendar.url, answer.refresh_token).status_code == 400
+
+
+def _with_expires_in(value):
+    def hook(response):
+        body = response.json()
+        body["expires_in"] = value
+        response._content = json.dumps(body).encode()
+        return response
+
+    return hook
+
+
+@pytest.mark.parametrize("expires_in", [[1], {"s": 1}, 1e400])
+def test_unreadable_refresh_answer_is_503_and_gives_the_lease_back(scene, monkeypatch, expires_in):
+    """A token answer whose fields cannot be read (RFC 6749 §5.1 `expires_in` as a list, an
+    object, or a number too large for any clock) is the upstream's failure: 503
+    temporarily_unavailable, no token, and the refresh lease is given back at once, so the
+    next request is not left waiting for a refresh that already ended."""
+    subject, stale = _connected(scene)
+    scene.expire_cached("alice")
+    original = upstream._session
+
+    def unreadable(client, **extra):
+        session = original(client, **extra)
+        session.register_compliance_hook("refresh_token_response", _with_expires_in(expires_in))
+        return session
+
+    monkeypatch.setattr(upstream, "_session", unreadable)
+    failed = scene.federated(subject)
+    _assert_unavailable(failed, stale)
+    assert "(bad_response)" in failed.json()["error_description"]
+    assert scene.account("alice").refresh_lease is None
+    started = time.monotonic()
+    again = scene.federated(subject)
+    assert again.status_code in (400, 503), again.text  # answered, not queued behind a lease
+    assert time.monotonic() - started < 5
+
+
+def test_a_token_endpoint_redirect_is_not_followed(tmp_path):
+    """A token endpoint that answers 307 would have the refresh token and the client secret
+    sent again to wherever it points (and step around the https rule checked when the
+    connection was registered): the vault does not follow it, and nothing reaches the
+    target."""
+    from tests.support.ciba_live import serve_wsgi
+
+    received: list[str] = []
+
+    def target(environ, start_response):
+        received.append(environ["wsgi.input"].read().decode())
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"access_token": "stolen", "token_type": "Bearer"}']
+
+    with serve_wsgi(lambda url: target) as (target_url, _):
+
+        def redirecting(environ, start_response):
+            start_response("307 Temporary Redirect", [("Location", f"{target_url}/token")])
+            return [b""]
+
+        with serve_wsgi(lambda url: redirecting) as (token_url, _):
+            client = upstream.UpstreamClient(
+                client_id="vault",
+                client_secret="client-secret-0123456789",
+                auth_method="client_secret_post",
+                authorize_url=f"{token_url}/authorize",
+                token_url=f"{token_url}/token",
+                revocation_url=None,
+            )
+            with pytest.raises(upstream.UpstreamError) as refused:
+                upstream.refresh(client, "refresh-token-0123456789", time.time, 2.0)
+    assert refused.value.kind == "unavailable"
+    assert received == []
+
+
+def test_a_failure_of_our_own_during_a_refresh_gives_the_lease_back(scene, monkeypatch):
+    """Whatever fails while the lease is held (here the call itself, with an error that is
+    not the upstream's), the lease is given back: every other request for the account
+    would otherwise wait for a refresh that is no longer running."""
+    subject, _ = _connected(scene)
+    scene.expire_cached("alice")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect of ours")
+
+    monkeypatch.setattr(upstream, "refresh", broken)
+    failed = scene.federated(subject)
+    assert failed.status_code == 500 and "Traceback" not in failed.text
+    assert scene.account("alice").refresh_lease is None
+
+
+def test_a_rotated_refresh_token_that_cannot_be_saved_is_revoked(scene, monkeypatch, spy):
+    """The upstream rotated the refresh token but saving it failed (the database refused):
+    the new refresh token is held by nobody, so it is revoked upstream rather than left
+    valid, and the lease is given back."""
+    from vault import accounts
+
+    subject, _ = _connected(scene)
+    scene.expire_cached("alice")
+
+    def database_refuses(*args, **kwargs):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(accounts, "_save_refresh", database_refuses)
+    before = scene.calendar.stats()
+    failed = scene.federated(subject)
+    assert failed.status_code == 500
+    rotated = spy.answers[-1].refresh_token
+    assert rotated and rotated != scene.stored_refresh_token("alice")
+    assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
+    assert calendar_refresh(scene.calendar.url, rotated).status_code == 400
+    assert scene.account("alice").refresh_lease is None

@@ -49,7 +49,7 @@ def _account(app, connection: Connection, username: str, **times: float | None) 
     with transaction(runtime.session_factory) as session:
         account = store_account(
             session, runtime.vault, connection, user_id, tokens, ["calendar.freebusy"]
-        )
+        ).account
         session.flush()
         values = {k: (int(v) if v is not None else None) for k, v in times.items()}
         session.execute(
