@@ -2,7 +2,11 @@
 
 `authorization_details` is a JSON array of objects, each with a `type` that a
 resource server registered together with a JSON Schema (validated with the
-`jsonschema` library, draft 2020-12) and a rendering for people. Anything else is
+`jsonschema` library, draft 2020-12, asserting `format`) and a rendering for people.
+An entry's `locations` (RFC 9396 §2.2), when present, may name only the resource server
+that registered its type: that server is always in the token's audience (the endpoints
+infer it, or refuse a `resource` without it) and is the only one that understands the
+type, so any other location is a place no token of ours may be used. Anything else is
 `invalid_authorization_details` (RFC 9396 §5).
 """
 
@@ -25,6 +29,9 @@ MAX_ENTRIES = 10
 PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # RFC 6749 §5.2: error_description is printable ASCII without quote or backslash.
 DESCRIPTION_CHARS = re.compile(r"[^\x20-\x21\x23-\x5B\x5D-\x7E]")
+# `format` is asserted, not only annotated: a "uri" that is not one is refused (checked by
+# rfc3986-validator, which jsonschema uses for it when installed).
+FORMATS = Draft202012Validator.FORMAT_CHECKER
 
 
 class InvalidDetails(ValueError):
@@ -84,7 +91,7 @@ def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetail
         registered = types.get(entry["type"])
         if registered is None:
             raise InvalidDetails(f"authorization_details[{index}]: unknown type.")
-        validator = Draft202012Validator(registered.json_schema)
+        validator = Draft202012Validator(registered.json_schema, format_checker=FORMATS)
         error = next(iter(sorted(validator.iter_errors(entry), key=str)), None)
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "entry"
@@ -92,9 +99,31 @@ def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetail
                 _describe(f"authorization_details[{index}] {where}: {error.message}")
             )
         server = session.get(ResourceServer, registered.resource_server_id)
+        _check_locations(index, entry, server)
         if server is not None:
             resources[server.id] = ResourceSnapshot.of(server)
     return ValidatedDetails(entries, list(resources.values()))
+
+
+def _check_locations(index: int, entry: dict[str, Any], server: ResourceServer | None) -> None:
+    """RFC 9396 §2.2 `locations`, when present: a non-empty array naming only `server`.
+
+    People read the locations on the approval page as where the action happens; a
+    location the token cannot be used at (a "sandbox", another API) would make them
+    approve something other than what the token allows.
+    """
+    if "locations" not in entry:
+        return
+    locations = entry["locations"]
+    owner = server.identifier if server is not None else None
+    named_only_owner = isinstance(locations, list) and all(name == owner for name in locations)
+    if owner is None or not locations or not named_only_owner:
+        raise InvalidDetails(
+            _describe(
+                f"authorization_details[{index}] locations: must name only the resource "
+                f"server of type {entry['type']}, {owner}."
+            )
+        )
 
 
 def _format(value: Any, style: str | None) -> str:

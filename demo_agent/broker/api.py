@@ -108,7 +108,8 @@ def place_order() -> tuple[Response, int]:
     if request.mimetype != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
     order = parse_order(request.get_data(cache=False))
-    approval = covering_entry(claims.get("authorization_details"), order)
+    audience = broker().settings.audience
+    approval = covering_entry(claims.get("authorization_details"), order, audience)
     return jsonify(broker().ledger.place_order(claims, order, approval)), 201
 
 

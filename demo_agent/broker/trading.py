@@ -4,9 +4,10 @@
 invalid_request on anything unexpected). ``covering_entry`` implements the resource
 server's side of RFC 9396 §7: the token's ``authorization_details`` must contain a
 ``trade`` entry (the type the broker registered, DESIGN "CIBA with rich authorization
-requests") that covers the exact order: same side and symbol, no more shares than
-approved, a limit no worse than approved (buy: at most; sell: at least), and USD when a
-currency is named.
+requests") that covers the exact order: meant for this broker (its ``locations``, RFC 9396
+§2.2, when present, include the broker's own identifier, its audience), same side and
+symbol, no more shares than approved, a limit no worse than approved (buy: at most; sell:
+at least), and USD when a currency is named.
 """
 
 from __future__ import annotations
@@ -103,13 +104,13 @@ def _price(value: Any) -> Decimal:
     return price
 
 
-def covering_entry(details: Any, order: OrderRequest) -> dict[str, Any]:
-    """The first ``trade`` entry covering ``order``; else raise 403 with the reason."""
+def covering_entry(details: Any, order: OrderRequest, audience: str) -> dict[str, Any]:
+    """The first ``trade`` entry for ``audience`` covering ``order``; else raise 403 with why."""
     if not isinstance(details, list) or not details:
         raise InsufficientAuthorizationDetails("token carries no authorization_details")
     reasons = []
     for entry in details:
-        reason = mismatch(entry, order)
+        reason = mismatch(entry, order, audience)
         if reason is None:
             return dict(entry)
         reasons.append(reason)
@@ -117,10 +118,19 @@ def covering_entry(details: Any, order: OrderRequest) -> dict[str, Any]:
     raise InsufficientAuthorizationDetails("no trade entry covers this order: " + reason)
 
 
-def mismatch(entry: Any, order: OrderRequest) -> str | None:
-    """Why ``entry`` does not cover ``order``, or None when it does."""
+def mismatch(entry: Any, order: OrderRequest, audience: str) -> str | None:
+    """Why ``entry`` does not cover ``order`` at the broker ``audience``, or None when it does.
+
+    RFC 9396 §2.2: ``locations`` says where the approved action may happen, and a resource
+    server serves only details meant for it. An entry whose ``locations`` leave this
+    broker out was approved for somewhere else (a "paper-trading sandbox", say), so it
+    places no real order here.
+    """
     if not isinstance(entry, dict) or entry.get("type") != TRADE:
         return NOT_TRADE
+    locations = entry.get("locations", [audience])
+    if not isinstance(locations, list) or audience not in locations:
+        return f"approved locations do not include {audience}"
     if entry.get("side") != order.side:
         return f"approved side is {entry.get('side')}, not {order.side}"
     if entry.get("symbol") != order.symbol:

@@ -17,11 +17,15 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 import requests
+from sqlalchemy import update
 
 from authserver.admin import CIBA, TOKEN_EXCHANGE, create_resource
+from authserver.credentials import digest
 from authserver.db import transaction
+from authserver.models import BackchannelRequest
 from tests.support.apps import reset_database
 from tests.support.ciba_live import ApprovalBrowser, broker_orders, live_broker
+from tests.support.db import count, issued_counts
 from tests.support.factories import DEFAULT_PASSWORD, ClientInfo, make_client, make_user
 from tests.support.flows import Pkce, code_params, query_of
 from tests.support.live import LiveBrowser, LiveServer, live_server
@@ -52,20 +56,37 @@ class Market:
     alice: ApprovalBrowser
     agent: ClientInfo
 
-    def approved_token(self, entry: dict[str, Any]) -> str:
-        """A CIBA request for `entry`, approved by alice on /approvals, redeemed (§10.1)."""
-        agent = self.agent.basic_auth
-        started = requests.post(
+    def request_trade(self, entry: dict[str, Any]) -> requests.Response:
+        """POST /bc-authorize (CIBA §7.1) asking alice to approve `entry`."""
+        return requests.post(
             f"{self.server.url}/bc-authorize",
             data={
                 "scope": "openid",
                 "login_hint": "alice",
                 "authorization_details": json.dumps([entry]),
             },
-            auth=agent,
+            auth=self.agent.basic_auth,
             timeout=10,
         )
+
+    def approved_token(self, entry: dict[str, Any], stored: dict[str, Any] | None = None) -> str:
+        """A CIBA request for `entry`, approved by alice on /approvals, redeemed (§10.1).
+
+        `stored` replaces the entry in the pending request before alice sees it: a request
+        the authorization server accepted before it checked what it now refuses.
+        """
+        agent = self.agent.basic_auth
+        started = self.request_trade(entry)
         assert started.status_code == 200, started.text
+        if stored is not None:
+            with transaction(self.server.runtime.session_factory) as session:
+                session.execute(
+                    update(BackchannelRequest)
+                    .where(
+                        BackchannelRequest.auth_req_hash == digest(started.json()["auth_req_id"])
+                    )
+                    .values(authorization_details=[stored])
+                )
         [request_id] = self.alice.pending_ids()
         assert self.alice.decide(request_id).status_code == 302
         tokens = requests.post(
@@ -219,3 +240,47 @@ def test_portfolio_read_token_cannot_place_orders(market):
     assert portfolio.status_code == 200, portfolio.text
     refused_order(market.order(token), "token carries no authorization_details")
     assert market.orders_of(token) == []
+
+
+SANDBOX = "paper-trading sandbox (no real money)"
+
+
+@pytest.mark.parametrize("where", [SANDBOX, "https://sandbox.example.com"])
+def test_trade_for_another_location_is_refused_at_bc_authorize(market, where):
+    """RFC 9396 §2.2 and §5: alice would read "At (API): sandbox" and approve what looks like
+    play money, while the token would be for the live broker. invalid_authorization_details;
+    no request stored, nothing for alice to approve, nothing issued."""
+    before = (count(market.server.app, BackchannelRequest), issued_counts(market.server.app))
+    response = market.request_trade({**TRADE, "locations": [where]})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid_authorization_details"
+    assert "locations" in body["error_description"]
+    assert market.alice.pending_ids() == []
+    after = (count(market.server.app, BackchannelRequest), issued_counts(market.server.app))
+    assert after == before
+
+
+@pytest.mark.parametrize("where", [SANDBOX, "https://sandbox.example.com"])
+def test_trade_approved_for_another_location_places_no_order(market, where):
+    """RFC 9396 §2.2 at the resource server: a token whose approved trade entry names only
+    another location (here a request stored before the authorization server checked
+    locations) is not meant for this broker: 403 insufficient_authorization_details, no
+    order, however exactly the order matches the rest of the entry."""
+    token = market.approved_token(TRADE, stored={**TRADE, "locations": [where]})
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["aud"] == market.broker_url
+    assert claims["authorization_details"] == [{**TRADE, "locations": [where]}]
+    refused_order(market.order(token), f"approved locations do not include {market.broker_url}")
+    assert market.orders_of(token) == []
+
+
+def test_trade_approved_for_the_broker_places_the_order(market):
+    """RFC 9396 §2.2: an entry whose locations name the broker (its RFC 8707 identifier, the
+    token's audience) is accepted by the authorization server and honoured by the broker."""
+    entry = {**TRADE, "locations": [market.broker_url]}
+    token = market.approved_token(entry)
+    placed = market.order(token)
+    assert placed.status_code == 201, placed.text
+    [order] = market.orders_of(token)
+    assert order.approval == entry

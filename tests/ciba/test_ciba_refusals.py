@@ -376,6 +376,21 @@ def test_approved_but_expired_before_redeemed(app, client, browser, alice, agent
     refused(app, poll(client, agent, auth_req_id), "expired_token", before=before)
 
 
+def test_user_disabled_after_approving(app, client, browser, alice, agent):
+    """§11 with RFC 6749 §5.2: a user disabled between approval and redemption gets no
+    tokens; invalid_grant, as a refresh for a disabled user (tests/oidc), nothing issued."""
+    auth_req_id = bc_authorize(client, agent).json["auth_req_id"]
+    browser.login("alice", DEFAULT_PASSWORD)
+    approval_form(browser)
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        session.execute(update(User).where(User.id == alice.id).values(disabled=True))
+    before = written(app)
+    body = refused(app, poll(client, agent, auth_req_id), "invalid_grant", before=before)
+    assert "access_token" not in body
+    assert request_row(app, auth_req_id).status == "approved"
+
+
 def test_auth_req_id_of_another_client(app, client, browser, alice, agent):
     """§11 invalid_grant: the auth_req_id was issued to another client; the owner can still
     redeem it afterwards (the attempt changed nothing)."""

@@ -60,6 +60,16 @@ INVALID = {
     "second_entry_invalid": json.dumps([TRADE, trade(quantity=-1)]),
     "too_many_entries": json.dumps([TRADE] * 11),
     "too_large": "[" + json.dumps(TRADE) + " " * 17000 + "]",
+    # §2.2 locations: only the identifier of the resource server the token is for (the
+    # type's, which is the audience); the approval page shows them as "At (API)".
+    "locations_a_sandbox": json.dumps([trade(locations=["paper-trading sandbox (no real money)"])]),
+    "locations_unregistered_api": json.dumps([trade(locations=["https://sandbox.example.com"])]),
+    "locations_path_of_the_broker": json.dumps([trade(locations=[BROKER + "/sandbox"])]),
+    "locations_broker_and_another": json.dumps(
+        [trade(locations=[BROKER, "https://sandbox.example.com"])]
+    ),
+    "locations_empty": json.dumps([trade(locations=[])]),
+    "locations_not_an_array": json.dumps([trade(locations=BROKER)]),
 }
 
 
@@ -175,7 +185,7 @@ def test_consent_page_renders_details_for_people(app, signed_in, rp):
 def test_every_field_the_schema_allows_is_shown(app, signed_in, rp):
     """What the person approves is what the token carries: `locations` (RFC 9396 §2.2), which
     the trade schema allows, is on the page too, not only in the token."""
-    where = "https://broker.example.com/orders"
+    where = BROKER
     params = authorize_params(rp, authorization_details=json.dumps([trade(locations=[where])]))
     page = consent_page(signed_in, params)
     # As JSON: unambiguous, whatever characters the values hold.
@@ -333,3 +343,73 @@ def test_unknown_resource_at_bc_authorize(app, client, alice, agent, resource):
     before = written(app)
     token_error(bc_authorize(client, agent, resource=resource), "invalid_target")
     assert written(app) == before
+
+
+def test_locations_naming_another_registered_api(app, client, alice, agent, other_api):
+    """§2.2 with RFC 8707: a registered API the token would also be for (named as a second
+    `resource`) is still not where a `trade` can happen: only the broker registered the
+    type. invalid_authorization_details, nothing stored."""
+    details = json.dumps([trade(locations=[other_api])])
+    before = written(app)
+    response = bc_authorize(
+        client, agent, authorization_details=details, resource=[BROKER, other_api]
+    )
+    body = token_error(response, "invalid_authorization_details")
+    assert "locations" in body["error_description"]
+    assert written(app) == before
+
+
+def test_locations_naming_the_broker(app, client, browser, alice, agent):
+    """§2.2 and §7: locations naming the type's resource server are accepted, shown to the
+    person and carried in the token whose audience is that server."""
+    entry = trade(locations=[BROKER])
+    response = bc_authorize(client, agent, authorization_details=json.dumps([entry]))
+    assert response.status_code == 200, response.json
+    browser.login("alice", DEFAULT_PASSWORD)
+    page = browser.client.get("/approvals").get_data(as_text=True)
+    assert f"<dt>At (API)</dt><dd>[&#34;{BROKER}&#34;]</dd>" in page
+    approval_form(browser)
+    body = poll(client, agent, response.json["auth_req_id"]).get_json()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == BROKER and claims["authorization_details"] == [entry]
+
+
+def register_bookmark_type(app) -> None:
+    """A type whose schema asks for a `"format": "uri"` member."""
+    make_resource(app, "https://bookmarks.example.com", scopes=("bookmarks",))
+    spec = {
+        "type": "bookmark",
+        "schema": {
+            "type": "object",
+            "required": ["type", "url"],
+            "properties": {
+                "type": {"const": "bookmark"},
+                "url": {"type": "string", "format": "uri"},
+            },
+            "additionalProperties": False,
+        },
+    }
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        resource = session.scalar(
+            select(ResourceServer).where(
+                ResourceServer.identifier == "https://bookmarks.example.com"
+            )
+        )
+        add_detail_type(session, resource, spec)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [("https://example.com/a?b=c", True), ("paper-trading sandbox", False), ("/relative", False)],
+)
+def test_schema_formats_are_asserted(app, client, alice, agent, url, accepted):
+    """A registered schema's `format` is checked, not only noted (JSON Schema 2020-12
+    format-assertion): a "uri" member must be an absolute URI (RFC 3986 §4.3)."""
+    register_bookmark_type(app)
+    details = json.dumps([{"type": "bookmark", "url": url}])
+    response = bc_authorize(client, agent, authorization_details=details)
+    if accepted:
+        assert response.status_code == 200, response.json
+    else:
+        assert "url" in token_error(response, "invalid_authorization_details")["error_description"]

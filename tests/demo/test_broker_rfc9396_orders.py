@@ -13,6 +13,7 @@ from werkzeug.test import TestResponse
 from demo_agent.broker.models import Account, Order
 from tests.demo import broker_fixtures as fixtures
 from tests.demo.broker_fixtures import (
+    BROKER_AUDIENCE,
     BUY_NET,
     DROP,
     StubIssuer,
@@ -27,6 +28,10 @@ from tests.demo.broker_fixtures import (
 stub_issuer = fixtures.stub_issuer
 broker_app = fixtures.broker_app
 broker_client = fixtures.broker_client
+
+
+# RFC 9396 §2.2: the entry's locations leave this broker out (its audience, BROKER_AUDIENCE).
+ELSEWHERE = f"approved locations do not include {BROKER_AUDIENCE}"
 
 
 def assert_not_covered(response: TestResponse, reason: str) -> None:
@@ -81,6 +86,14 @@ def test_covered_sell(broker_app: Flask, stub_issuer: StubIssuer) -> None:
     assert rows(broker_app, Account)[0].cash_cents == 1_000_000 + 5 * 11850
 
 
+def test_locations_naming_the_broker(broker_client: FlaskClient, stub_issuer: StubIssuer) -> None:
+    """RFC 9396 §2.2: an entry whose locations include the broker's identifier is for it."""
+    token = order_token(
+        stub_issuer, trade(locations=["https://other.example.com", BROKER_AUDIENCE])
+    )
+    assert post_order(broker_client, token, BUY_NET).status_code == 201
+
+
 def test_second_entry_can_cover(broker_client: FlaskClient, stub_issuer: StubIssuer) -> None:
     """RFC 9396 §2: authorization_details is an array; any trade entry may cover the order."""
     token = order_token(stub_issuer, {"type": "quote"}, trade(symbol="AAPL"), trade())
@@ -113,6 +126,11 @@ def test_replay_places_no_second_order(broker_app: Flask, stub_issuer: StubIssue
         (trade(quantity="10"), BUY_NET, "quantity exceeds the approved"),
         (trade(limit_price=DROP), BUY_NET, "approved limit_price is missing"),
         ({**trade(), "type": "payment"}, BUY_NET, "no entry of type trade"),
+        (trade(locations=["paper-trading sandbox (no real money)"]), BUY_NET, ELSEWHERE),
+        (trade(locations=["https://sandbox.example.com"]), BUY_NET, ELSEWHERE),
+        (trade(locations=[BROKER_AUDIENCE + "/sandbox"]), BUY_NET, ELSEWHERE),
+        (trade(locations=[]), BUY_NET, ELSEWHERE),
+        (trade(locations=BROKER_AUDIENCE), BUY_NET, ELSEWHERE),
     ],
 )
 def test_order_not_covered(

@@ -3,7 +3,9 @@
 Poll and ping clients redeem their `auth_req_id` here once the user has decided.
 Until then: `authorization_pending`, or `slow_down` (the interval grows by 5 s)
 when polled faster than the interval; afterwards `access_denied` or
-`expired_token`. Approved requests are redeemed exactly once.
+`expired_token`. Approved requests are redeemed exactly once, and only while the
+user is still active: like a refresh (RFC 6749 §5.2), a user disabled since approving
+is `invalid_grant`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from sqlalchemy import select
 
 from ...credentials import digest
-from ...models import APPROVED, DENIED, PENDING, BackchannelRequest, now
+from ...models import APPROVED, DENIED, PENDING, BackchannelRequest, User, now
 from ..ciba import GRANT_TYPE
 from ..ciba.issuance import issue_for_request
 from ..errors import (
@@ -68,6 +70,12 @@ class CibaGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         if row.status == PENDING:
             self._pending(row)
 
+    def _check_user(self, row: BackchannelRequest) -> None:
+        """The approval no longer holds once its user is disabled (as for refresh tokens)."""
+        user = self.server.db().get(User, row.user_id)
+        if user is None or not user.is_active:
+            raise InvalidGrantError(INVALID)
+
     def _pending(self, row: BackchannelRequest) -> None:
         moment = time.time()
         too_fast = row.last_polled_at is not None and moment - row.last_polled_at < row.interval
@@ -83,6 +91,7 @@ class CibaGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         row: BackchannelRequest = self.request.ciba_request
         self._check_state(row)
+        self._check_user(row)
         client = self.request.client.model
         body = issue_for_request(self.server.db(), self.server.runtime, row, client)
         row.status = "redeemed"
