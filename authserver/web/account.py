@@ -18,6 +18,7 @@ from sqlalchemy import func, or_, select
 from ..models import Client, User, now
 from ..tokens import InvalidOwnToken
 from . import browser_sessions, context
+from .authorize import remember_sign_in_for
 from .extensions import login_throttle
 from .navigation import safe_next
 
@@ -112,6 +113,7 @@ def login_submit() -> Any:
     login_user(user)
     browser_sessions.start(user)
     session["auth_time"] = now()
+    remember_sign_in_for(next_url)
     context.record("login", user_id=user.id)
     context.commit()
     return redirect(next_url)

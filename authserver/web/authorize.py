@@ -7,8 +7,10 @@ redirect (RFC 6749 §4.1.2.1); every other error goes back to the client with
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
@@ -70,7 +72,35 @@ def _current_user() -> User | None:
     return current_user if current_user.is_authenticated else None
 
 
-def _needs_login(grant: Any, user: User) -> bool:
+# The authorization request a sign-in was made for, kept in the session until the next
+# /authorize. `prompt=login` and `max_age` stay in the request the sign-in page returns
+# to; only that request, once, counts the sign-in as the re-authentication they ask for.
+SIGNED_IN_FOR = "signed_in_for"
+
+
+def _fingerprint(pairs: Any) -> str:
+    kept = sorted((key, value) for key, value in pairs if key != "csrf_token")
+    return hashlib.sha256(json.dumps(kept).encode("utf-8")).hexdigest()
+
+
+def remember_sign_in_for(next_url: str) -> None:
+    """At sign-in: the authorization request it returns to (if any) may count it as fresh."""
+    parts = urlsplit(next_url)
+    if parts.path == "/authorize":
+        session[SIGNED_IN_FOR] = _fingerprint(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _signed_in_for_this_request() -> bool:
+    remembered = session.pop(SIGNED_IN_FOR, None)  # one use, whatever this request is
+    return remembered == _fingerprint(_params().items(multi=True))
+
+
+def _needs_login(grant: Any, user: User, fresh: bool) -> bool:
+    """OIDC Core §3.1.2.1: prompt=login and an exceeded max_age need a sign-in made for
+    this very request. Following the sign-in page's `next` without signing in, or opening
+    the same request again later, asks again."""
+    if fresh:
+        return False
     if "login" in grant.request.prompts:
         return True
     max_age = grant.request.max_age
@@ -93,17 +123,9 @@ def _hint_matches(user: User) -> bool:
 
 
 def _login_redirect() -> Any:
-    """Send the browser to sign in, then back here without `prompt=login` or `max_age`: the
-    sign-in satisfies both (else a second on the clock means another sign-in: a loop). Other
-    prompt values, such as `consent`, still apply afterwards."""
-    params = []
-    for key, value in _params().items(multi=True):
-        if key == "prompt":
-            value = " ".join(p for p in scope_list(value) if p != "login")
-            if not value:
-                continue
-        if key not in ("max_age", "csrf_token"):
-            params.append((key, value))
+    """Send the browser to sign in, then back to this same request (`remember_sign_in_for`
+    lets it count that sign-in once, so max_age=0 does not loop)."""
+    params = [(key, value) for key, value in _params().items(multi=True) if key != "csrf_token"]
     return redirect(url_for("account.login", next="/authorize?" + urlencode(params)))
 
 
@@ -147,13 +169,18 @@ def _issue_code(grant: Any, user: User) -> Any:
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Any:
     user = _current_user()
+    fresh = _signed_in_for_this_request()
     try:
         grant = server().get_consent_grant(end_user=user)
     except OAuth2Error as error:
         return authorization_error(error)
     prompt_none = "none" in grant.request.prompts
     state = grant.request.payload.state
-    if user is None or _needs_login(grant, user) or (prompt_none and not _hint_matches(user)):
+    if (
+        user is None
+        or _needs_login(grant, user, fresh)
+        or (prompt_none and not _hint_matches(user))
+    ):
         if prompt_none:
             return _redirect_error(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))
         return _login_redirect()

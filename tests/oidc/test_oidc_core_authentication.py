@@ -268,7 +268,7 @@ def test_prompt_login_forces_reauthentication_then_completes(app, client, browse
     pkce = Pkce.new()
     params = {**code_params(rp.client_id, rp.redirect_uri, pkce), "prompt": "login"}
     resumed = sign_in_again(browser, get_authorize(browser, params))
-    assert "prompt" not in resumed
+    assert resumed["prompt"] == "login"
     signed_in_at = now()
     response = browser.authorize(resumed)
     code = query_of(response.headers["Location"])["code"]
@@ -276,6 +276,26 @@ def test_prompt_login_forces_reauthentication_then_completes(app, client, browse
     id_token = redeem(client, rp, code, code_verifier=pkce.verifier).get_json()["id_token"]
     auth_time = jwt.decode(id_token, options={"verify_signature": False})["auth_time"]
     assert auth_time >= signed_in_at - 1 > old_sign_in
+
+
+@pytest.mark.parametrize("asks", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "60"}])
+def test_reauthentication_cannot_be_skipped(app, browser, old_sign_in, rp, asks):
+    """§3.1.2.1: the OP MUST re-authenticate for prompt=login or an exceeded max_age. Opening
+    the sign-in page's `next` without signing in asks again; a sign-in counts once, for the
+    request it was made for: the same request opened again later asks again."""
+    browser.authorize(params_for(rp))
+    params = params_for(rp, **asks)
+    before = issued_counts(app)
+    next_url = login_next(get_authorize(browser, params))
+    skipped = browser.client.get(next_url)
+    assert urlsplit(skipped.headers["Location"]).path == "/login"
+    assert issued_counts(app) == before
+
+    resumed = sign_in_again(browser, skipped)
+    assert query_of(browser.authorize(resumed).headers["Location"])["code"]
+    if "prompt" in asks:  # (a sign-in this second satisfies max_age, even max_age=0)
+        again = get_authorize(browser, resumed)
+        assert urlsplit(again.headers["Location"]).path == "/login"
 
 
 def test_prompt_login_keeps_prompt_consent(app, browser, old_sign_in, rp):
