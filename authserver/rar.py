@@ -12,8 +12,11 @@ type, so any other location is a place no token of ours may be used. Anything el
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +72,32 @@ def parse(raw: str | None) -> list[dict[str, Any]] | None:
         raise InvalidDetails(f"At most {MAX_ENTRIES} authorization_details entries.")
     if not all(isinstance(entry, dict) and isinstance(entry.get("type"), str) for entry in value):
         raise InvalidDetails("Each authorization_details entry needs a string 'type'.")
+    if any(_unprintable(text) for text in _strings(value)):
+        raise InvalidDetails("authorization_details must not contain control characters.")
     return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, object keys included (a loop, not recursion:
+    nesting as deep as the parser allows must not become a RecursionError here)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+
+
+def _unprintable(text: str) -> bool:
+    """Control (Cc) or format (Cf) characters: a newline that a schema's `$` lets through
+    (Python's re matches it before a final newline), a right-to-left override or a
+    zero-width space that makes what the approval page shows read differently from what
+    the token carries."""
+    return any(unicodedata.category(char) in ("Cc", "Cf") for char in text)
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -128,7 +156,8 @@ def _check_locations(index: int, entry: dict[str, Any], server: ResourceServer |
 
 def _format(value: Any, style: str | None) -> str:
     if style == "money" and isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:,.2f}"
+        with contextlib.suppress(OverflowError):  # an int beyond any float: shown as digits
+            return f"{value:,.2f}"
     if isinstance(value, list | dict):
         return json.dumps(value, sort_keys=True)
     return str(value)

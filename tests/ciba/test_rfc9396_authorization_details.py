@@ -70,6 +70,12 @@ INVALID = {
     ),
     "locations_empty": json.dumps([trade(locations=[])]),
     "locations_not_an_array": json.dumps([trade(locations=BROKER)]),
+    # What the approval page shows must read as what the token carries: no control or
+    # format characters (Python's `$` in the schema's pattern lets a final newline by).
+    "symbol_with_newline": json.dumps([trade(symbol="NET\n")]),
+    "symbol_with_right_to_left_override": json.dumps([trade(symbol="\u202eTEN")]),
+    "zero_width_space_in_a_key": json.dumps([{**TRADE, "side\u200b": "buy"}]),
+    "control_character_deep_inside": json.dumps([trade(locations=[[["\u0007"]] * 3])]),
 }
 
 
@@ -256,6 +262,55 @@ def test_consent_page_escapes_details(app, signed_in, rp):
     page = consent_page(signed_in, params)
     assert "Remember &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script>alert(1)" not in page
+
+
+@pytest.mark.parametrize(
+    "memo", ["pay \u202e0001 DSU", "line one\nline two", "zero\u200bwidth", "bell\u0007"]
+)
+def test_free_text_with_control_characters_is_refused(app, signed_in, memo):
+    """A type whose schema allows any string still gets no control or format characters
+    onto the approval page: a right-to-left override or a line break makes the page read
+    differently from what the token carries. invalid_authorization_details, no consent."""
+    register_note_type(app)
+    rp_notes = make_client(app, "notes-rp", scope="openid notes")
+    params = authorize_params(
+        rp_notes, authorization_details=json.dumps([{"type": "note", "memo": memo}])
+    )
+    before = written(app)
+    response = signed_in.authorize(params)
+    query = redirect_error(response, rp_notes, "invalid_authorization_details", ISSUER)
+    assert "control characters" in query["error_description"]
+    assert written(app) == before
+
+
+def test_a_money_amount_beyond_any_float_is_shown_as_digits(app, signed_in):
+    """A registered type whose schema sets no maximum: an integer amount too large for a
+    float is shown as its digits on the consent page, not a server error."""
+    make_resource(app, "https://pay.example.com", scopes=("pay",))
+    spec = {
+        "type": "payment",
+        "schema": {
+            "type": "object",
+            "required": ["type", "amount"],
+            "properties": {"type": {"const": "payment"}, "amount": {"type": "integer"}},
+            "additionalProperties": False,
+        },
+        "rendering": {
+            "title": "Payment",
+            "summary": "Pay {amount}",
+            "fields": [{"name": "amount", "label": "Amount", "format": "money"}],
+        },
+    }
+    with transaction(app.extensions["authserver"].session_factory) as session:
+        resource = session.scalar(
+            select(ResourceServer).where(ResourceServer.identifier == "https://pay.example.com")
+        )
+        add_detail_type(session, resource, spec)
+    payer = make_client(app, "pay-rp", scope="openid pay")
+    huge = 10**400
+    details = json.dumps([{"type": "payment", "amount": huge}])
+    page = consent_page(signed_in, authorize_params(payer, authorization_details=details))
+    assert str(huge) in page
 
 
 def test_approved_details_get_no_refresh_token(app, client, signed_in, rp):
