@@ -70,6 +70,37 @@ def announce_change() -> None:
 OVERLAP_MS = 2000  # re-read a little of the past: a slow commit may carry an older timestamp
 HEARTBEAT_SECONDS = 15.0
 STREAM_LIFETIME_SECONDS = 300.0  # the browser reconnects; workers are not held forever
+# Each open stream holds one of the process's worker threads. A person needs one (a tab or
+# two); more than this per process are refused, so one person's tabs cannot take the
+# threads that /token and the decisions themselves need. Further tabs show "reload".
+MAX_STREAMS_PER_USER = 3
+
+
+class _StreamSlots:
+    """Open streams per user in this process."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user_id: str) -> bool:
+        with self._lock:
+            if self._open.get(user_id, 0) >= self._limit:
+                return False
+            self._open[user_id] = self._open.get(user_id, 0) + 1
+            return True
+
+    def give_back(self, user_id: str) -> None:
+        with self._lock:
+            left = self._open.get(user_id, 0) - 1
+            if left > 0:
+                self._open[user_id] = left
+            else:
+                self._open.pop(user_id, None)
+
+
+stream_slots = _StreamSlots(MAX_STREAMS_PER_USER)
 
 
 def _cards(session: Any, rows: list[BackchannelRequest]) -> list[dict[str, Any]]:
@@ -294,7 +325,13 @@ def stream() -> Response:
     cursor = int(since) if valid else int(time.time() * 1000)
     generate_csrf()  # the cards' CSRF secret, saved with the response headers if new
     context.release_db()  # hold no transaction (and on SQLite no lock) while streaming
+    if not stream_slots.take(user_id):
+        busy = Response("Too many approval pages are open live; reload this one later.", 429)
+        busy.headers["Retry-After"] = "30"
+        busy.headers["Cache-Control"] = "no-store"
+        return busy
     response = Response(stream_with_context(_events(user_id, cursor)), mimetype="text/event-stream")
+    response.call_on_close(lambda: stream_slots.give_back(user_id))
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -9,6 +9,7 @@ sent to sign in; and an open stream holds no database transaction.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import time
@@ -21,6 +22,7 @@ from sqlalchemy import select, text, update
 
 from authserver.db import make_engine, make_session_factory, transaction
 from authserver.models import BackchannelRequest, User
+from authserver.web import approvals
 from tests.support.apps import reset_database
 from tests.support.factories import DEFAULT_PASSWORD, make_user
 from tests.support.flows import csrf_token
@@ -159,6 +161,34 @@ def test_stream_needs_sign_in(live):
         assert not response.headers["Content-Type"].startswith("text/event-stream")
     finally:
         response.close()
+
+
+def test_one_persons_open_streams_are_capped(live):
+    """Each open stream holds a worker thread: a person's streams beyond the cap (per
+    process) are refused with 429 and Retry-After, so their tabs cannot take the threads
+    the token endpoint needs; someone else is not affected, and a closed stream frees its
+    place."""
+    cap = approvals.MAX_STREAMS_PER_USER
+    alice = signed_in(live, "alice")
+    opened = [stream(live, alice) for _ in range(cap)]
+    with contextlib.ExitStack() as open_streams:
+        for each in opened:
+            open_streams.enter_context(each)
+        refused = alice.get(f"{live.url}/approvals/stream", stream=True, timeout=10)
+        refused.close()
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+        with stream(live, signed_in(live, "bob")):
+            pass
+        opened[0].__exit__(None, None, None)
+        deadline = time.monotonic() + 5
+        while True:  # the server notices the closed stream at its next heartbeat
+            again = alice.get(f"{live.url}/approvals/stream", stream=True, timeout=10)
+            if again.status_code == 200 or time.monotonic() > deadline:
+                break
+            again.close()
+            time.sleep(0.1)
+        again.close()
+        assert again.status_code == 200
 
 
 def test_open_stream_holds_no_transaction(live, agent):
