@@ -139,6 +139,11 @@ def _needs_consent(grant: Any, user: User) -> bool:
         return True
     if client.skip_consent:
         return False
+    if client.token_endpoint_auth_method == "none":
+        # RFC 8252 §8.6: a public client's identity cannot be assured (any app on the device
+        # may use its client_id and a loopback port), so a remembered approval does not
+        # answer its next request silently: the person approves each time.
+        return True
     consent = context.db().get(Consent, (user.id, client.client_id))
     if consent is None:
         return True  # even an empty scope: a code reveals who the user is to the client

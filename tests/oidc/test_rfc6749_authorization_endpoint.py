@@ -343,6 +343,23 @@ def test_approved_consent_is_remembered(app, signed_in, rp):
     assert query_of(second.headers["Location"])["code"]
 
 
+def test_public_client_asks_every_time(app, signed_in, issuer):
+    """RFC 8252 §8.6: a public client's identity cannot be assured (another app on the
+    device can use its client_id with its own PKCE pair and loopback port), so an earlier
+    approval does not answer its next request silently: the consent page again, and with
+    prompt=none consent_required, no code."""
+    native = make_public_client(app)
+    params = valid_params(native)
+    assert query_of(signed_in.authorize(params).headers["Location"])["code"]
+    assert count(app, Consent) == 1
+    again = get_authorize(signed_in, valid_params(native))
+    assert again.headers["Location"].startswith("/consent")
+    before = issued_counts(app)
+    silent = get_authorize(signed_in, valid_params(native, prompt="none"))
+    redirect_error(silent, native, "consent_required", issuer)
+    assert issued_counts(app) == before
+
+
 def test_remembered_consent_does_not_cover_new_scopes(app, signed_in, rp):
     """§3.1.2.4: consent covers the scopes approved, not a wider request."""
     signed_in.authorize(valid_params(rp, scope="openid"))
