@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from authserver.db import transaction
-from authserver.models import Grant, User, now
+from authserver.models import Client, Grant, User, now
 from tests.support.db import audit_events, issued_counts, rows
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_public_client, make_user
 from tests.support.oauth import (
@@ -136,6 +136,26 @@ def test_new_refresh_token_keeps_the_original_scope(app, client, rp, first):
     assert introspect(client, rp, narrowed["refresh_token"])["scope"] == "openid profile email"
     again = refreshed(client, rp, narrowed["refresh_token"], scope="openid profile email")
     assert again["scope"] == "openid profile email"
+
+
+def test_scope_taken_from_the_client_ends_at_its_next_refresh(app, client, rp, first):
+    """A client whose registration no longer includes a scope gets no token carrying it
+    at its next refresh, and the rotated refresh token no longer holds it either:
+    narrowing a client does not wait for its refresh tokens to expire."""
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        session.execute(
+            update(Client)
+            .where(Client.client_id == rp.client_id)
+            .values(scope="openid profile offline_access")
+        )
+    narrowed = refreshed(client, rp, first["refresh_token"])
+    assert narrowed["scope"] == "openid profile"
+    claims = jwt.decode(narrowed["access_token"], options={"verify_signature": False})
+    assert claims["scope"] == "openid profile"
+    assert introspect(client, rp, narrowed["refresh_token"])["scope"] == "openid profile"
+    asked = refreshed(client, rp, narrowed["refresh_token"], scope="openid")
+    assert asked["scope"] == "openid"
 
 
 def test_expired_refresh_token(app, client, rp, first):

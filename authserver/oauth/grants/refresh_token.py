@@ -79,16 +79,21 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self.request.user = user
         resources = self._resources(grant)
         row.used_at = now()
-        scope = " ".join(scope_list(self.request.payload.scope)) or row.scope
+        client = self.request.client.model
+        # Scopes the client is no longer registered for end at its next refresh: narrowing a
+        # client's registration must not wait for its refresh tokens to expire.
+        still_allowed = [s for s in scope_list(row.scope) if s in client.allowed_scopes]
+        asked = scope_list(self.request.payload.scope)
+        scope = " ".join(s for s in asked if s in still_allowed) if asked else None
         token = issue_from_grant(
             self.server,
             grant=grant,
-            client=self.request.client.model,
+            client=client,
             user=user,
-            scope=scope,
+            scope=scope if scope is not None else " ".join(still_allowed),
             resources=resources,
             with_refresh_token=True,
-            refresh_scope=row.scope,
+            refresh_scope=" ".join(still_allowed),
         )
         self.server.record(
             "token.refreshed",
