@@ -1,15 +1,21 @@
 """Token, introspection and revocation endpoints (RFC 6749 §3.2, RFC 7662, RFC 7009).
 
 Before a grant runs: form-encoded body only (RFC 6749 §3.2), no repeated
-parameters (§3.2: "MUST NOT be included more than once"), a `grant_type` present.
-A response other than 200 is audited as a refusal and leaves nothing behind.
+parameters (§3.2: "MUST NOT be included more than once"), a `grant_type` present,
+and HTTP Basic client credentials that are well formed (§2.3.1). Authlib still
+authenticates the client. A response other than 200 is audited as a refusal and
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any
+from urllib.parse import unquote
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from flask import Blueprint, Response, request
 
 from . import approvals, context
@@ -20,9 +26,11 @@ bp = Blueprint("token", __name__)
 FORM_TYPE = "application/x-www-form-urlencoded"
 # RFC 8693 §2.1 and RFC 8707 allow these to repeat.
 REPEATABLE = {"resource", "audience"}
+# RFC 7617 §2: "The user-id and password MUST NOT contain any control characters."
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _precheck() -> InvalidRequestError | None:
+def _precheck() -> OAuth2Error | None:
     if request.mimetype != FORM_TYPE:
         return InvalidRequestError(f"The request body must be {FORM_TYPE}.")
     if request.args:
@@ -30,7 +38,36 @@ def _precheck() -> InvalidRequestError | None:
     repeated = [k for k in request.form if k not in REPEATABLE and len(request.form.getlist(k)) > 1]
     if repeated:
         return InvalidRequestError(f"Parameter '{_printable(sorted(repeated)[0])}' is repeated.")
+    try:
+        _basic_credentials()
+    except ValueError:
+        # §5.2: credentials sent in the Authorization header are refused with 401 and a
+        # Basic challenge, as a wrong secret is (Authlib's InvalidClientError adds it).
+        return InvalidClientError(
+            description="The client credentials in the Authorization header are malformed.",
+            status_code=401,
+        )
     return None
+
+
+def _basic_credentials() -> tuple[str, str] | None:
+    """The client id and secret of a Basic Authorization header, None without one.
+
+    RFC 6749 §2.3.1: base64 (RFC 7617 §2) of `id:secret`, each form-encoded UTF-8.
+    Anything else raises ValueError: Authlib decodes the header unguarded, and bytes
+    that are not UTF-8 (or a NUL, on PostgreSQL) became a 500.
+    """
+    parts = request.headers.get("Authorization", "").split(None, 1)  # as Authlib splits it
+    if not parts or parts[0].lower() != "basic":
+        return None
+    # binascii.Error and UnicodeDecodeError are ValueErrors, as is a non-ASCII header.
+    decoded = base64.b64decode(parts[-1] if len(parts) == 2 else "", validate=True).decode()
+    if ":" not in decoded:
+        raise ValueError("Basic credentials without a colon")
+    client_id, secret = (unquote(part, errors="strict") for part in decoded.split(":", 1))
+    if CONTROL.search(client_id + secret):
+        raise ValueError("control character in Basic credentials")
+    return client_id, secret
 
 
 def _printable(name: str) -> str:
@@ -57,10 +94,14 @@ def _refused(response: Response, event: str) -> Response:
 
 
 def _client_hint() -> str | None:
-    value = request.form.get("client_id") or (
-        request.authorization.username if request.authorization else None
-    )
-    return value[:64] if isinstance(value, str) else None
+    value = request.form.get("client_id")
+    if not value:
+        try:
+            credentials = _basic_credentials()
+        except ValueError:  # malformed: it names no client
+            credentials = None
+        value = credentials[0] if credentials else None
+    return value[:64] if value else None
 
 
 def _grant_type() -> str | None:
@@ -72,7 +113,7 @@ def _run(handler: Any, event: str) -> Response:
     return _answer(handler, event, _precheck())
 
 
-def _answer(handler: Any, event: str, error: InvalidRequestError | None) -> Response:
+def _answer(handler: Any, event: str, error: OAuth2Error | None) -> Response:
     if error is not None:
         return _refused(server().handle_error_response(None, error), event)
     response: Response = handler()

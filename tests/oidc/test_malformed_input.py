@@ -12,8 +12,10 @@ case not listed there must be refused.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,8 +26,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from authserver.models import Consent
-from tests.support.db import count, issued_counts
+from authserver.admin import CIBA
+from authserver.models import BackchannelRequest, Consent
+from tests.support.db import audit_events, count, issued_counts
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_resource, make_user
 from tests.support.flows import Browser, Pkce, code_params, csrf_token, query_of
 from tests.support.oauth import tokens_for
@@ -672,6 +675,38 @@ def test_nul_in_query_is_refused(world, path):
     check_nothing_written(before, snapshot(world))
 
 
+NUL_PATHS = [
+    ("POST", "/approvals/%00"),
+    ("POST", "/approvals/a%00b"),
+    ("GET", "/connections/%00/connect"),
+    ("GET", "/connections/%00/callback"),
+    ("POST", "/account/connections/%00/disconnect"),
+    ("GET", "/.well-known/openid-configuration%00"),
+    ("GET", "/.well-known/%00/x"),
+    ("POST", "/token%00"),
+    ("GET", "/%00"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), NUL_PATHS)
+def test_nul_in_path_is_refused(world, method, path):
+    """A NUL in a path segment is refused like one in a parameter (PostgreSQL text cannot
+    store it, so a view looking the segment up would fail): 400 before any view runs, even
+    for a signed-in browser's POST with a valid CSRF token, JSON for APIs and a page for
+    people; never a 5xx."""
+    before = snapshot(world)
+    token = _browser_csrf(world)
+    data = {"csrf_token": token, "decision": "approve", "password": DEFAULT_PASSWORD}
+    response = world.browser.client.open(
+        path, method=method, data=data if method == "POST" else None
+    )
+    if path.startswith(("/.well-known/", "/token")):
+        assert_json_error(response, "invalid_request", 400)
+    else:
+        assert_html_page(response, 400)
+    check_nothing_written(before, snapshot(world))
+
+
 USERINFO_HEADERS = {
     "missing": None,
     "empty_bearer": "Bearer",
@@ -697,6 +732,83 @@ def test_userinfo_authorization_header(world, case, method):
     assert_json_error(response, "invalid_token", 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     check_nothing_written(before, snapshot(world))
+
+
+def _basic(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+# RFC 6749 §2.3.1: Basic client credentials are base64 (RFC 7617 §2) of `id:secret`, each
+# form-encoded UTF-8, without control characters (RFC 7617 §2). Anything else is malformed.
+MALFORMED_BASIC = {
+    "non_utf8": "Basic //46/w==",  # the bytes ff fe 3a ff
+    "no_colon": _basic(b"web-rp"),
+    "bad_padding": "Basic d2ViLXJwOnNlY3JldA",  # web-rp:secret without its "="
+    "pct_invalid_utf8_id": _basic(b"%ff:secret"),
+    "pct_invalid_utf8_secret": _basic(b"web-rp:%c3%28"),
+    "pct_nul": _basic(b"web-rp%00:secret"),  # PostgreSQL text cannot hold a NUL
+    "empty": "Basic ",
+    "non_ascii_header": "Basic d2ViLXJwOnNlY3JldA==\xff",
+}
+
+
+def _bc_authorize(w: World) -> Call:
+    agent = make_client(w.app, "agent", grant_types=[CIBA], redirect_uris=[], scope="openid")
+    params: list[tuple[str, Value]] = [("scope", "openid"), ("login_hint", "alice")]
+    return Call("POST", "/bc-authorize", params, auth=agent.basic_auth)
+
+
+# Every endpoint that authenticates clients: (its audit event, a valid request).
+CLIENT_AUTH_ENDPOINTS = [
+    pytest.param("token", _token_cc, id="token"),
+    pytest.param("token.introspected", _token_endpoint("/introspect"), id="introspect"),
+    pytest.param("token.revoked", _token_endpoint("/revoke"), id="revoke"),
+    pytest.param("ciba.requested", _bc_authorize, id="bc_authorize"),
+]
+
+
+def _challenge(response: Any) -> str:
+    """Authlib's WWW-Authenticate for a 401 invalid_client (RFC 6749 §5.2)."""
+    description = response.get_json()["error_description"].replace('"', "|")
+    return f'Basic error="invalid_client", error_description="{description}"'
+
+
+@pytest.mark.parametrize("post_credentials", [False, True], ids=["header", "header_and_body"])
+@pytest.mark.parametrize("case", list(MALFORMED_BASIC))
+@pytest.mark.parametrize(("event", "build"), CLIENT_AUTH_ENDPOINTS)
+def test_malformed_basic_credentials(world, caplog, event, build, case, post_credentials):
+    """RFC 6749 §2.3.1 / §5.2: malformed Basic credentials are invalid_client with 401 and the
+    same Basic challenge as a wrong secret, never a 5xx; they are refused before any client
+    authenticates, even with valid client_secret_post credentials in the body (§2.3: one
+    method per request). Only the refusal is audited, as for a wrong secret."""
+    call = build(world)
+    wrong_secret = send(world, replace(call, auth=(call.auth[0], "wrong-secret")))
+    assert_json_error(wrong_secret, "invalid_client", 401)
+    params = list(call.params)
+    if post_credentials:
+        params += [
+            ("client_id", world.post.client_id),
+            ("client_secret", world.post.client_secret or ""),
+        ]
+    malformed = Call("POST", call.path, params, headers={"Authorization": MALFORMED_BASIC[case]})
+    before = {**snapshot(world), "ciba": count(world.app, BackchannelRequest)}
+    audited = audit_events(world.app, event)
+    caplog.clear()
+    response = send(world, malformed)
+    body = assert_json_error(response, "invalid_client", 401)
+    assert body["error_description"] == (
+        "The client credentials in the Authorization header are malformed."
+    )
+    assert response.headers["WWW-Authenticate"] == _challenge(response)
+    assert wrong_secret.headers["WWW-Authenticate"] == _challenge(wrong_secret)
+    for name in ("Content-Type", "Cache-Control", "Pragma"):
+        assert response.headers.get(name) == wrong_secret.headers.get(name), name
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    check_nothing_written(before, {**snapshot(world), "ciba": count(world.app, BackchannelRequest)})
+    rows = audit_events(world.app, event)
+    assert len(rows) == len(audited) + 1
+    assert (rows[-1].outcome, rows[-1].details) == (audited[-1].outcome, audited[-1].details)
+    assert rows[-1].client_id == (world.post.client_id if post_credentials else None)
 
 
 # Property tests: random parameters never produce a 5xx, a leak, or a write.
