@@ -4,7 +4,9 @@ A notification is a row (the outbox) written in the same transaction as the
 decision it announces, its payload sealed by the vault (push deliveries carry
 tokens). Each process runs a dispatcher that claims due rows with a lease, so two
 processes never send the same attempt, and retries failures with exponential
-backoff. Every attempt's outcome is an audit event. Redirects are not followed.
+backoff. Every attempt's outcome is an audit event, naming only the target's origin
+(a webhook URL's path is often its secret). Redirects are not followed, and an HTTP
+send is over at its status line or its deadline, whichever comes first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import or_, select, update
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vault import KeyRing, associated_data, seal, unseal
 
 from . import audit, mail
+from .deadline import Deadline, WatchedAdapter
 from .models import Notification, now
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,15 @@ def enqueue(
     return row
 
 
+def _origin(target_url: str) -> str:
+    """The part of a target the audit records: scheme://host[:port], never the user info,
+    path or query (a Slack-style webhook URL's path is its secret); for email, the domain."""
+    parts = urlsplit(target_url)
+    if parts.scheme == "mailto":
+        return "mailto:@" + parts.path.rpartition("@")[2]
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
@@ -103,9 +116,16 @@ class Dispatcher:
         self._audit_key = audit_key
         self._webhook_secret = webhook_secret
         self._timeout = timeout
+        # A send may use its whole connect timeout and then its whole read timeout (those
+        # keep their own names in last_error); anything slower is an endpoint dribbling its
+        # answer. Capped well inside the lease, so the outcome is recorded while the row is
+        # still ours: past the lease another process may claim the row and send it again.
+        self._deadline = min(2 * timeout, LEASE_SECONDS / 3)
         self._interval = interval
         self._relay = relay
         self._http = requests.Session()
+        for scheme in ("http://", "https://"):
+            self._http.mount(scheme, WatchedAdapter())
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,9 +208,27 @@ class Dispatcher:
     def run_once(self) -> int:
         """Send every due notification once; returns how many were attempted."""
         claimed = self._claim()
-        for row in claimed:
+        for index, row in enumerate(claimed):
+            # The batch's leases were taken together and its rows are sent one by one: a
+            # row whose lease might lapse before its send is recorded is handed back (with
+            # the rest) instead, to be claimed again at once, here or by another process.
+            if (row.lease_until or 0) - time.time() < 2 * self._deadline:
+                self._release(claimed[index:])
+                return index
             self._record(row.id, self._send(row))
         return len(claimed)
+
+    def _release(self, rows: list[Notification]) -> None:
+        """Give up leases this dispatcher took (and still holds) without sending."""
+        with self._factory.begin() as session:
+            session.execute(
+                update(Notification)
+                .where(
+                    Notification.id.in_([row.id for row in rows]),
+                    Notification.lease_until == rows[0].lease_until,
+                )
+                .values(lease_until=None)
+            )
 
     def _send(self, row: Notification) -> Outcome:
         try:
@@ -228,19 +266,25 @@ class Dispatcher:
         headers = {"Content-Type": "application/json", **payload["headers"]}
         if row.kind == "webhook" and self._webhook_secret:
             headers[SIGNATURE_HEADER] = sign_webhook(self._webhook_secret, body, now())
-        try:
-            response = self._http.post(
-                row.target_url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.RequestException as error:
-            return Outcome(False, type(error).__name__)
-        if 200 <= response.status_code < 300:
-            return Outcome(True, f"HTTP {response.status_code}")
-        return Outcome(False, f"HTTP {response.status_code}")
+        with Deadline(self._deadline) as deadline:
+            try:
+                # Streamed: only the status line and headers are read, never the body.
+                response = self._http.post(
+                    row.target_url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.RequestException as error:
+                late = deadline.finish()
+                return Outcome(False, "Timeout" if late else type(error).__name__)
+            with response:  # closes the connection, the unread body with it
+                if deadline.finish():
+                    return Outcome(False, "Timeout")
+                status = response.status_code
+        return Outcome(200 <= status < 300, f"HTTP {status}")
 
     def _record(self, row_id: int, outcome: Outcome) -> None:
         with self._factory.begin() as session:
@@ -267,7 +311,7 @@ class Dispatcher:
                     "request_id": row.request_id,
                     "attempt": row.attempts,
                     "result": outcome.detail,
-                    "target": row.target_url,
+                    "target": _origin(row.target_url),
                 },
             )
             session.add(audit.make_row(self._audit_key, entry))

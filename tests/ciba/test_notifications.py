@@ -11,13 +11,21 @@ and bound to their target. Approval webhooks carry the public request id (never 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
+import ssl
 import threading
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from authserver import notify
@@ -139,16 +147,7 @@ def test_hanging_receiver_times_out_and_is_retried(app, client, browser, alice, 
     """A receiver that never answers costs one timeout, not a stuck outbox."""
     agent = make_ciba_client(app, "agent-ping", "ping", f"{receiver.url}/cb")
     decided_request(app, client, browser, agent)
-    runtime = app.extensions["authserver"]
-    impatient = notify.Dispatcher(
-        runtime.session_factory,
-        runtime.read_session_factory,
-        runtime.keyring,
-        runtime.audit_key,
-        "",
-        timeout=0.3,
-        interval=0,
-    )
+    impatient = impatient_dispatcher(app, timeout=0.3)
     receiver.hang()
     started = time.monotonic()
     assert impatient.run_once() == 1
@@ -160,6 +159,213 @@ def test_hanging_receiver_times_out_and_is_retried(app, client, browser, alice, 
     make_due(app)
     assert impatient.run_once() == 1
     assert outbox(app)[0].status == "sent"
+
+
+def impatient_dispatcher(app, timeout: float = 0.3) -> notify.Dispatcher:
+    """A dispatcher of `app`'s runtime with a short timeout (and no background loop)."""
+    runtime = app.extensions["authserver"]
+    return notify.Dispatcher(
+        runtime.session_factory,
+        runtime.read_session_factory,
+        runtime.keyring,
+        runtime.audit_key,
+        "",
+        timeout=timeout,
+        interval=0,
+    )
+
+
+DRIP_SECONDS = 0.1
+
+
+class SlowEndpoint:
+    """A client endpoint on loopback that reads each request, sends `prefix` at once, then
+    `drip` one byte every DRIP_SECONDS (each within the read timeout), then `suffix`; over
+    TLS when given a server context."""
+
+    def __init__(
+        self, prefix: bytes, drip: bytes, suffix: bytes = b"", tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.prefix, self.drip, self.suffix, self._tls = prefix, drip, suffix, tls
+        self.requests = 0
+        self.hung_up = threading.Event()  # the dispatcher closed the connection mid-answer
+        self._stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.getsockname()[1]}"
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def __enter__(self) -> SlowEndpoint:
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._answer, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                connection = self._tls.wrap_socket(connection, server_side=True)
+            except OSError:  # a handshake the dispatcher abandoned
+                connection.close()
+                return
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:  # the dispatcher gave up before sending its request
+                    return
+                received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += connection.recv(65536)
+            self.requests += 1
+            try:
+                connection.sendall(self.prefix)
+                for byte in self.drip:
+                    if self._stop.wait(DRIP_SECONDS):
+                        return
+                    connection.sendall(bytes([byte]))
+                connection.sendall(self.suffix)
+            except OSError:
+                self.hung_up.set()
+
+
+@pytest.fixture(scope="module")
+def loopback_tls(tmp_path_factory):
+    """A server context with a self-signed certificate for 127.0.0.1, and the CA file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_trickling_answer_is_cut_off_at_the_deadline(app, scheme, loopback_tls, monkeypatch):
+    """An endpoint that sends its status line and then its headers a byte at a time (never
+    slower than the read timeout) is cut off at the send's overall deadline: a retryable
+    timeout, as for a hanging receiver, not a dispatcher held for as long as it pleases."""
+    tls = None
+    if scheme == "https":
+        tls, ca_file = loopback_tls
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)
+    head, tail = b"HTTP/1.1 200 OK\r\nX-Slow: ", b"\r\nContent-Length: 0\r\n\r\n"
+    slow = SlowEndpoint(head, b"a" * 50, tail, tls=tls)
+    with slow:
+        enqueue_many(app, f"{slow.url}/cb", 1)
+        dispatcher = impatient_dispatcher(app, timeout=0.3)
+        started = time.monotonic()
+        assert dispatcher.run_once() == 1
+        elapsed = time.monotonic() - started
+        assert slow.hung_up.wait(2), "the connection is closed, not left to the endpoint"
+    assert elapsed < 1.5, f"the send took {elapsed:.1f} s"
+    [row] = outbox(app)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "Timeout")
+    assert row.lease_until is None
+    assert outcomes(app, "ciba_ping") == ["retry"]
+
+
+def test_answer_status_is_enough_body_is_never_read(app):
+    """Only the status decides the outcome: a 200 whose body trickles (or never comes) is
+    delivered at once, its body left unread and its connection closed; the next send to the
+    same endpoint opens a fresh connection and is delivered too."""
+    slow = SlowEndpoint(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", b"x" * 50)
+    with slow:
+        enqueue_many(app, f"{slow.url}/cb", 2)
+        dispatcher = impatient_dispatcher(app, timeout=0.3)
+        started = time.monotonic()
+        assert dispatcher.run_once() == 2
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"the sends took {elapsed:.1f} s"
+    assert slow.requests == 2
+    assert [(row.status, row.last_error) for row in outbox(app)] == [("sent", None)] * 2
+    assert outcomes(app, "ciba_ping") == ["success", "success"]
+
+
+def test_row_whose_lease_could_lapse_is_handed_back(app, receiver, monkeypatch):
+    """A batch's leases are taken together and its rows sent one after another: a row whose
+    lease could lapse before its send is recorded is not sent (another process could claim
+    it and send it too) but handed back, to be claimed again at once."""
+    monkeypatch.setattr(notify, "LEASE_SECONDS", 2.0)
+    dispatcher = impatient_dispatcher(app, timeout=0.2)  # deadline 0.4 s; 0.8 s of lease left
+    enqueue_many(app, f"{receiver.url}/cb", 2)
+    send = dispatcher._send
+
+    def slow_send(row):
+        time.sleep(1.5)
+        return send(row)
+
+    monkeypatch.setattr(dispatcher, "_send", slow_send)
+    assert dispatcher.run_once() == 1
+    states = [(row.status, row.attempts, row.lease_until) for row in outbox(app)]
+    assert states == [("sent", 1, None), ("pending", 0, None)]
+    assert len(receiver.deliveries) == 1
+    monkeypatch.setattr(dispatcher, "_send", send)
+    assert dispatcher.run_once() == 1
+    assert [row.status for row in outbox(app)] == ["sent", "sent"]
+    assert len(receiver.wait_for(2)) == 2
+
+
+def test_audit_records_only_the_targets_origin(app, receiver):
+    """DESIGN "Audit": details without secrets. A webhook URL is often a capability (its
+    path, or its user info, is the secret): the audit row names only scheme://host:port."""
+    origin = receiver.url.replace("http://", "http://hook-user:pw-secret@")
+    target = f"{origin}/services/T000/B000/secretpart?token=qs-secret"
+    runtime = app.extensions["authserver"]
+    with transaction(runtime.session_factory) as session:
+        notify.enqueue(
+            session, runtime.keyring, kind="webhook", target_url=target, body={"request_id": "r"}
+        )
+    assert runtime.dispatcher.run_once() == 1
+    assert receiver.wait_for(1)[0].path == "/services/T000/B000/secretpart?token=qs-secret"
+    [event] = audit_events(app, "notification.webhook")
+    assert event.outcome == "success"
+    assert event.details["target"] == receiver.url
+    text = json.dumps(event.details)
+    for secret in ("secretpart", "T000", "qs-secret", "pw-secret", "hook-user"):
+        assert secret not in text
 
 
 @pytest.fixture(scope="module")

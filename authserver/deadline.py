@@ -1,0 +1,116 @@
+"""An overall time limit for one outgoing HTTP request made with `requests`.
+
+requests' `timeout` bounds the connect and each socket read, not the request: an
+endpoint that sends its answer a byte at a time holds the caller for as long as it
+pleases. A `Session` with `WatchedAdapter` mounted registers every socket it opens
+with the `Deadline` active on the calling thread, which shuts them down when time is
+up (the blocked read then fails at once, as a connection error).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+
+class Deadline:
+    """The overall time limit of one HTTP send, enforced by shutting its sockets down.
+
+    requests' `timeout` bounds the connect and each socket read, not the request: an
+    endpoint that sends its headers a byte at a time would hold the dispatcher (and every
+    notification queued behind it) for as long as it pleased.
+    """
+
+    _active = threading.local()  # the deadline of the send running on this thread
+
+    def __init__(self, seconds: float) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._expired = self._finished = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        Deadline._active.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+        Deadline._active.deadline = None
+        with self._lock:
+            self._finished = True
+            for twin in self._sockets:
+                twin.close()
+
+    @classmethod
+    def watch(cls, sock: socket.socket) -> None:
+        deadline = getattr(cls._active, "deadline", None)
+        if deadline is not None:
+            # A duplicate of the socket: TLS wraps it into a new object, detaching this one,
+            # and shutting down either descriptor ends the one connection they share.
+            twin = sock.dup()
+            with deadline._lock:
+                deadline._sockets.append(twin)
+                if deadline._expired:
+                    _shut(twin)
+
+    def finish(self) -> bool:
+        """Stop the clock; True if the deadline passed first (the answer may be cut short)."""
+        with self._lock:
+            self._finished = True
+            return self._expired
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._finished:
+                self._expired = True
+                for sock in self._sockets:
+                    _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # wakes a read blocked in another thread; close() alone would not
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # the connection is already gone
+        pass
+
+
+class _Watched(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        Deadline.watch(sock)
+        return sock
+
+
+class _WatchedHTTPS(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _Watched
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+_WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections put every socket under the send's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
