@@ -142,25 +142,32 @@ def test_discovery_lists_the_types(app, client, broker):
         assert "trade" in metadata["authorization_details_types_supported"], path
 
 
-def register_note_type(app) -> None:
-    """A second resource with a free-text type, to see that rendered values are escaped."""
-    make_resource(app, "https://notes.example.com", scopes=("notes",))
+def register_type(app, identifier: str, scope: str, name: str, field: dict, rendering: dict):
+    """A resource `identifier` offering `scope`, with a type `name` of one required field."""
+    make_resource(app, identifier, scopes=(scope,))
     spec = {
-        "type": "note",
+        "type": name,
         "schema": {
             "type": "object",
-            "required": ["type", "memo"],
-            "properties": {"type": {"const": "note"}, "memo": {"type": "string"}},
+            "required": ["type", *field],
+            "properties": {"type": {"const": name}, **field},
             "additionalProperties": False,
         },
-        "rendering": {"title": "Note", "summary": "Remember {memo}"},
+        "rendering": rendering,
     }
-    runtime = app.extensions["authserver"]
-    with transaction(runtime.session_factory) as session:
+    with transaction(app.extensions["authserver"].session_factory) as session:
         resource = session.scalar(
-            select(ResourceServer).where(ResourceServer.identifier == "https://notes.example.com")
+            select(ResourceServer).where(ResourceServer.identifier == identifier)
         )
         add_detail_type(session, resource, spec)
+
+
+def register_note_type(app) -> None:
+    """A second resource with a free-text type, to see that rendered values are escaped."""
+    rendering = {"title": "Note", "summary": "Remember {memo}"}
+    register_type(
+        app, "https://notes.example.com", "notes", "note", {"memo": {"type": "string"}}, rendering
+    )
 
 
 def consent_page(signed_in, params) -> str:
@@ -286,26 +293,13 @@ def test_free_text_with_control_characters_is_refused(app, signed_in, memo):
 def test_a_money_amount_beyond_any_float_is_shown_as_digits(app, signed_in):
     """A registered type whose schema sets no maximum: an integer amount too large for a
     float is shown as its digits on the consent page, not a server error."""
-    make_resource(app, "https://pay.example.com", scopes=("pay",))
-    spec = {
-        "type": "payment",
-        "schema": {
-            "type": "object",
-            "required": ["type", "amount"],
-            "properties": {"type": {"const": "payment"}, "amount": {"type": "integer"}},
-            "additionalProperties": False,
-        },
-        "rendering": {
-            "title": "Payment",
-            "summary": "Pay {amount}",
-            "fields": [{"name": "amount", "label": "Amount", "format": "money"}],
-        },
+    rendering = {
+        "title": "Payment",
+        "summary": "Pay {amount}",
+        "fields": [{"name": "amount", "label": "Amount", "format": "money"}],
     }
-    with transaction(app.extensions["authserver"].session_factory) as session:
-        resource = session.scalar(
-            select(ResourceServer).where(ResourceServer.identifier == "https://pay.example.com")
-        )
-        add_detail_type(session, resource, spec)
+    amount = {"amount": {"type": "integer"}}
+    register_type(app, "https://pay.example.com", "pay", "payment", amount, rendering)
     payer = make_client(app, "pay-rp", scope="openid pay")
     huge = 10**400
     details = json.dumps([{"type": "payment", "amount": huge}])
