@@ -26,9 +26,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import KeyRing, associated_data, seal, unseal
+from vault.deadline import Deadline, WatchedAdapter
 
 from . import audit, mail
-from .deadline import Deadline, WatchedAdapter
 from .models import Notification, now
 
 log = logging.getLogger(__name__)

@@ -41,9 +41,10 @@ TOUCH_EVERY_SECONDS = 60
 def lease_for(timeout: float) -> float:
     """How long a refresh may hold the account's lease, given the upstream call timeout.
 
-    The lease must outlive the slowest refresh (connect and read timeouts each, plus the
-    save): if it lapsed mid-call, a second request would send the same refresh token
-    upstream, and a provider that rotates refresh tokens would revoke the whole family.
+    The lease must outlive the slowest refresh (the upstream call, cut off at `timeout`
+    by its deadline whatever the provider does, plus the save), with room to spare: if
+    it lapsed mid-call, a second request would send the same refresh token upstream, and
+    a provider that rotates refresh tokens would revoke the whole family.
     """
     return max(LEASE_SECONDS, 2 * timeout + 10)
 

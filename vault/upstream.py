@@ -3,6 +3,11 @@
 Every failure becomes an :class:`UpstreamError` whose text never includes a token:
 a timeout, a 5xx, a malformed answer, or an OAuth error code from the provider
 (``rejected``, with the code, e.g. ``invalid_grant``).
+
+Each call is over within its `timeout`, whatever the provider does: requests' own
+timeout bounds only the connect and each socket read, so a provider answering a byte
+at a time could otherwise hold a refresh past its account lease (and a second request
+would then send the same refresh token). A `Deadline` cuts such a call off.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from authlib.integrations.requests_client import (  # type: ignore[import-untype
     OAuthError,
 )
 
+from vault.deadline import Deadline, WatchedAdapter
 from vault.errors import UpstreamError
 
 DEFAULT_TIMEOUT = 10.0
@@ -62,7 +68,15 @@ def _session(client: UpstreamClient, **extra: Any) -> Any:
     # the https rule checked at registration, and a 307/308 would resend the refresh
     # token and client secret to wherever it points. requests refuses before sending.
     session.max_redirects = 0
+    _watch(session)
     return session
+
+
+def _watch(session: requests.Session) -> None:
+    """Put every socket the session opens under the deadline of the call using it."""
+    adapter = WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
 
 
 def authorization_url(
@@ -107,22 +121,29 @@ def _tokens(raw: Any, clock: Callable[[], float]) -> UpstreamTokens:
     )
 
 
-def _call(action: Callable[[], Any], clock: Callable[[], float]) -> UpstreamTokens:
-    try:
-        return _tokens(action(), clock)
-    except OAuthError as error:
-        raise UpstreamError("rejected", str(getattr(error, "error", "") or "error")) from None
-    except requests.Timeout:
-        raise UpstreamError("timeout") from None
-    except requests.HTTPError as error:
+def _call(action: Callable[[], Any], clock: Callable[[], float], timeout: float) -> UpstreamTokens:
+    with Deadline(timeout) as deadline:
+        try:
+            return _tokens(action(), clock)
+        except OAuthError as error:
+            raise UpstreamError("rejected", str(getattr(error, "error", "") or "error")) from None
+        except (requests.RequestException, ValueError, TypeError, OverflowError) as error:
+            if deadline.finish():  # cut off mid-answer: whatever broke, it was the clock
+                raise UpstreamError("timeout") from None
+            raise _failure(error) from None
+
+
+def _failure(error: Exception) -> UpstreamError:
+    if isinstance(error, requests.Timeout):
+        return UpstreamError("timeout")
+    if isinstance(error, requests.HTTPError):
         status = error.response.status_code if error.response is not None else 0
         kind = "unavailable" if status >= 500 or status == 0 else "bad_response"
-        raise UpstreamError(kind, f"HTTP {status}") from None
-    except requests.RequestException as error:
-        raise UpstreamError("unavailable", type(error).__name__) from None
-    except (ValueError, TypeError, OverflowError):
-        # Not JSON, or fields Authlib cannot read (`"expires_in": [1]`, `1e400`).
-        raise UpstreamError("bad_response", "unreadable answer") from None
+        return UpstreamError(kind, f"HTTP {status}")
+    if isinstance(error, requests.RequestException):
+        return UpstreamError("unavailable", type(error).__name__)
+    # Not JSON, or fields Authlib cannot read (`"expires_in": [1]`, `1e400`).
+    return UpstreamError("bad_response", "unreadable answer")
 
 
 def exchange_code(
@@ -143,6 +164,7 @@ def exchange_code(
             timeout=timeout,
         ),
         clock,
+        timeout,
     )
 
 
@@ -161,6 +183,7 @@ def refresh(
             timeout=timeout,
         ),
         clock,
+        timeout,
     )
 
 
@@ -168,28 +191,33 @@ def revoke(client: UpstreamClient, token: str, hint: str, timeout: float = DEFAU
     """RFC 7009 where offered; True when the provider accepted the revocation."""
     if not client.revocation_url:
         return False
-    try:
-        response = _session(client).revoke_token(
-            client.revocation_url,
-            token=token,
-            token_type_hint=hint,
-            timeout=timeout,
-        )
-    except (requests.RequestException, OAuthError):
-        return False
-    return bool(200 <= response.status_code < 300)
+    with Deadline(timeout) as deadline:
+        try:
+            response = _session(client).revoke_token(
+                client.revocation_url,
+                token=token,
+                token_type_hint=hint,
+                timeout=timeout,
+            )
+        except (requests.RequestException, OAuthError):
+            return False
+        accepted = 200 <= response.status_code < 300
+        return bool(accepted and not deadline.finish())
 
 
 def discover(discovery_url: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """RFC 8414 / OIDC discovery document of an upstream (used when registering it)."""
-    try:
-        response = requests.get(discovery_url, timeout=timeout, allow_redirects=False)
-        response.raise_for_status()
-        if response.is_redirect:
-            raise UpstreamError("bad_response", "discovery document redirects elsewhere")
-        document = response.json()
-    except (requests.RequestException, ValueError):
-        raise UpstreamError("unavailable", "discovery document unreachable") from None
+    with requests.Session() as session, Deadline(timeout) as deadline:
+        _watch(session)
+        try:
+            response = session.get(discovery_url, timeout=timeout, allow_redirects=False)
+            response.raise_for_status()
+            if response.is_redirect:
+                raise UpstreamError("bad_response", "discovery document redirects elsewhere")
+            document = response.json()
+        except (requests.RequestException, ValueError):
+            kind = "timeout" if deadline.finish() else "unavailable"
+            raise UpstreamError(kind, "discovery document unreachable") from None
     if not isinstance(document, dict):
         raise UpstreamError("bad_response", "discovery document is not an object")
     return document

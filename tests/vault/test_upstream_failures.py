@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, func, select
 
+from tests.support.slow import SlowEndpoint, loopback_tls_context
 from tests.support.vault_live import (
     UpstreamSpy,
     VaultScene,
@@ -377,3 +378,75 @@ def test_a_rotated_refresh_token_that_cannot_be_saved_is_revoked(scene, monkeypa
     assert scene.calendar.stats()["revocations"] == before["revocations"] + 1
     assert calendar_refresh(scene.calendar.url, rotated).status_code == 400
     assert scene.account("alice").refresh_lease is None
+
+
+# Headers sent a byte every 0.1 s for 5 s (each byte well within the read timeout), then
+# an answer that would parse: only an overall deadline stops the call at its timeout.
+TRICKLE_HEAD = b"HTTP/1.1 200 OK\r\nX-Slow: "
+TRICKLE_TAIL = b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+TRICKLE_TIMEOUT = 1.0
+
+
+def _trickling(url: str) -> upstream.UpstreamClient:
+    return upstream.UpstreamClient(
+        client_id="vault",
+        client_secret="client-secret-0123456789",
+        auth_method="client_secret_post",
+        authorize_url=f"{url}/authorize",
+        token_url=f"{url}/token",
+        revocation_url=f"{url}/revoke",
+    )
+
+
+UPSTREAM_CALLS = {
+    "refresh": lambda url: upstream.refresh(
+        _trickling(url), "refresh-token-0123456789", time.time, TRICKLE_TIMEOUT
+    ),
+    "exchange_code": lambda url: upstream.exchange_code(
+        _trickling(url),
+        "code-0123456789",
+        "https://vault.test/cb",
+        "v" * 43,
+        time.time,
+        TRICKLE_TIMEOUT,
+    ),
+    "discover": lambda url: upstream.discover(
+        f"{url}/.well-known/openid-configuration", TRICKLE_TIMEOUT
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("call", "scheme"),
+    [("refresh", "http"), ("refresh", "https"), ("exchange_code", "http"), ("discover", "http")],
+)
+def test_a_trickling_upstream_is_cut_off_at_the_timeout(call, scheme, tmp_path, monkeypatch):
+    """requests' timeout bounds each socket read, not the call: a provider answering a byte
+    at a time would hold a refresh past its account lease, and a second request would then
+    send the same refresh token. Every upstream call ends at its timeout, as a timeout."""
+    tls = None
+    if scheme == "https":
+        tls, ca_file = loopback_tls_context(tmp_path)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)
+    with SlowEndpoint(TRICKLE_HEAD, b"a" * 50, TRICKLE_TAIL, tls=tls) as slow:
+        started = time.monotonic()
+        with pytest.raises(upstream.UpstreamError) as failed:
+            UPSTREAM_CALLS[call](slow.url)
+        elapsed = time.monotonic() - started
+        assert slow.hung_up.wait(2), "the connection is closed, not left to the provider"
+    assert failed.value.kind == "timeout"
+    assert elapsed < TRICKLE_TIMEOUT + 1.0, f"the call took {elapsed:.1f} s"
+
+
+def test_a_trickling_revocation_endpoint_is_cut_off_and_counts_as_not_revoked():
+    """Revocation is best effort but bounded the same way: cut off at the timeout, and an
+    answer cut short is not taken for an accepted revocation."""
+    with SlowEndpoint(TRICKLE_HEAD, b"a" * 50, TRICKLE_TAIL) as slow:
+        started = time.monotonic()
+        revoked = upstream.revoke(
+            _trickling(slow.url), "refresh-token-0123456789", "refresh_token", TRICKLE_TIMEOUT
+        )
+        elapsed = time.monotonic() - started
+        assert slow.hung_up.wait(2)
+    assert revoked is False
+    assert elapsed < TRICKLE_TIMEOUT + 1.0, f"the call took {elapsed:.1f} s"

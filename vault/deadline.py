@@ -5,6 +5,9 @@ endpoint that sends its answer a byte at a time holds the caller for as long as 
 pleases. A `Session` with `WatchedAdapter` mounted registers every socket it opens
 with the `Deadline` active on the calling thread, which shuts them down when time is
 up (the blocked read then fails at once, as a connection error).
+
+It lives in the vault because the vault's upstream calls need it and the vault imports
+nothing from the authserver; the notification dispatcher uses it too.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 class Deadline:
     """The overall time limit of one HTTP send, enforced by shutting its sockets down.
 
-    requests' `timeout` bounds the connect and each socket read, not the request: an
-    endpoint that sends its headers a byte at a time would hold the dispatcher (and every
-    notification queued behind it) for as long as it pleased.
+    An endpoint that sends its headers a byte at a time would otherwise hold the caller
+    (a notification dispatcher, a vault refresh holding the account's lease) for as long
+    as it pleased.
     """
 
     _active = threading.local()  # the deadline of the send running on this thread
