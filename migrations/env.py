@@ -5,6 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from authserver.db import make_engine
 from authserver.models import Base
@@ -31,19 +32,52 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    """SQLite ignores this pragma inside a transaction: set on the driver's connection,
+    before SQLAlchemy begins one or after it has ended."""
+    driver = connection.connection.dbapi_connection
+    if driver is None:  # pragma: no cover - a connection the pool has already closed
+        return
+    driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+def _migrate(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+        if connection.dialect.name == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:  # raised inside the transaction: the migration is rolled back
+                raise RuntimeError(f"the migration broke {len(broken)} foreign key references")
+
+
 def run_online() -> None:
     given = config.attributes.get("engine")
     engine = given or make_engine(_url())
     try:
         with engine.connect() as connection:
-            context.configure(
-                connection=connection,
-                target_metadata=target_metadata,
-                render_as_batch=True,
-                compare_type=True,
-            )
-            with context.begin_transaction():
-                context.run_migrations()
+            if connection.dialect.name != "sqlite":
+                _migrate(connection)
+                return
+            # A batch migration on SQLite copies a table and drops the old one; with
+            # foreign keys on, that DROP deletes every row pointing at the table through
+            # ON DELETE CASCADE (a client's consents, grants and tokens). Alembic's advice:
+            # foreign keys off while migrating, the references checked before committing.
+            _sqlite_foreign_keys(connection, on=False)
+            try:
+                _migrate(connection)
+                if connection.in_transaction():  # SQLAlchemy's autobegin, left open by Alembic
+                    connection.commit()
+            finally:
+                if connection.in_transaction():
+                    connection.rollback()
+                # The pooled connection goes back as it came.
+                _sqlite_foreign_keys(connection, on=True)
     finally:
         if given is None:  # an engine made here is closed here (`alembic check`, the CLI)
             engine.dispose()

@@ -146,3 +146,29 @@ def test_client_credentials_clients_keep_the_apis_they_reached(empty_database):
     command.downgrade(config, "0007")
     command.upgrade(config, "head")
     migrate.check(url)
+
+
+def _count(connection, table_name: str) -> int:
+    table = Table(table_name, MetaData(), autoload_with=connection)
+    return len(connection.execute(select(table)).all())
+
+
+def test_migrations_on_sqlite_never_cascade_deletes(empty_database):
+    """0002 adds columns to `clients` in a batch, which on SQLite copies the table and drops
+    the old one: with foreign keys on while migrating, that DROP would delete every consent,
+    grant and token of every client. Migrations run with them off and the references
+    checked before commit, so a client's consent survives every step up and down."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0001")
+    with engine.begin() as connection:
+        _insert(connection, "users", id="u1", username="alice")
+        _insert(connection, "clients", client_id="c1", scope="openid")
+        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid")
+    for step in ("head", "0001", "head"):
+        (command.upgrade if step == "head" else command.downgrade)(config, step)
+        with engine.connect() as connection:
+            assert _count(connection, "consents") == 1, step
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:  # the pooled connection enforces them again
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
