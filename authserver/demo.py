@@ -189,6 +189,8 @@ def _seed_calendar(session: Session, runtime: Runtime) -> dict[str, Any]:
             scopes=["calendar.freebusy", "calendar.read"],
             default_scopes=["calendar.freebusy"],
             allowed_clients=["demo-agent"],
+            issuer=CALENDAR_URL,
+            require_iss=True,  # its metadata promises iss (RFC 9207)
         )
     return {
         "name": connection.name,

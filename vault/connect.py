@@ -3,8 +3,9 @@
 `begin` records a connect state (state as a digest, PKCE verifier sealed) and
 returns the upstream authorization URL; `consume` checks and uses up the state
 when the browser comes back (a forged, expired, replayed or someone else's state
-fails the same way); the caller then exchanges the code upstream and stores the
-account with `accounts.store_account`.
+fails the same way); `check_issuer` applies RFC 9207 to the response; the caller
+then exchanges the code upstream and stores the account with
+`accounts.store_account`.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def create_connection(
     auth_method: str = "client_secret_basic",
     authorize_params: dict[str, Any] | None = None,
     allowed_clients: list[str] | None = None,
+    issuer: str | None = None,
+    require_iss: bool = False,
 ) -> Connection:
     if not name or len(name) > 64 or not set(name) <= NAME_CHARS:
         raise VaultError("connection name: 1-64 of a-z 0-9 - _")
@@ -132,9 +135,14 @@ def create_connection(
         ("token URL", token_url),
         ("revocation URL", revocation_url),
         ("discovery URL", discovery_url),
+        ("issuer", issuer),
     ):
         if url is not None:
             check_endpoint(label, url)
+    if issuer is not None and (urlsplit(issuer).query or len(issuer) > 2000):
+        raise VaultError("issuer must be a URL without query or fragment (RFC 8414 §2)")
+    if require_iss and issuer is None:
+        raise VaultError("requiring iss in authorization responses needs the issuer")
     connection = Connection(
         name=name,
         display_name=display_name,
@@ -146,6 +154,8 @@ def create_connection(
         token_url=token_url,
         revocation_url=revocation_url,
         discovery_url=discovery_url,
+        issuer=issuer,
+        require_iss=require_iss,
         scopes=list(scopes),
         default_scopes=defaults,
         token_endpoint_auth_method=auth_method,
@@ -221,6 +231,42 @@ def consume(
         keyring, row.verifier_sealed, _state_aad(state_hash, user_id, connection.name)
     ).decode()
     return ConsumedState(verifier, list(row.scopes), row.return_to)
+
+
+def check_issuer(connection: Connection, iss: str | None) -> None:
+    """RFC 9207 §2.4: an `iss` in the authorization response must be, by simple string
+    comparison, the issuer the request was sent to; a provider that promises `iss` and
+    leaves it out is refused too. Either way the response (and its code) is not used: it
+    may come from another provider mixed up with this one (RFC 9700 §4.4).
+
+    A connection registered without an issuer cannot compare; the callback URL of each
+    connection is its own (RFC 9700 §4.4.2.2) and carries the state bound to it."""
+    if iss is None:
+        if connection.require_iss:
+            raise ConnectFailed("the provider always sends iss, and this response has none")
+        return
+    if connection.issuer is not None and iss != connection.issuer:
+        raise ConnectFailed("the response names another issuer")
+
+
+def discovered_issuer(discovery_url: str, document: dict[str, Any]) -> str:
+    """RFC 8414 §3.3 / OIDC Discovery §4.3: the document's `issuer` must be the identifier
+    its URL was built from, or nothing in the document may be used (another provider's
+    metadata served here would otherwise pass as this one's)."""
+    issuer = document.get("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        raise VaultError("the discovery document names no issuer")
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    built = {
+        f"{origin}/.well-known/oauth-authorization-server{path}",  # RFC 8414 §3.1
+        f"{origin}{path}/.well-known/openid-configuration",  # OIDC Discovery §4
+        f"{origin}{path}/.well-known/oauth-authorization-server",  # widely deployed
+    }
+    if parts.query or parts.fragment or discovery_url not in built:
+        raise VaultError("the discovery document's issuer does not match its URL")
+    return issuer
 
 
 def purge_states(session: Session, now: float | None = None) -> int:

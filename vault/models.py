@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, LargeBinary, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -38,6 +47,12 @@ class Connection(VaultBase):
     token_url: Mapped[str] = mapped_column(String(2000))
     revocation_url: Mapped[str | None] = mapped_column(String(2000))
     discovery_url: Mapped[str | None] = mapped_column(String(2000))
+    # RFC 8414 issuer identifier: an authorization response carrying `iss` (RFC 9207) must
+    # name exactly this provider, or it is refused before its code is used.
+    issuer: Mapped[str | None] = mapped_column(String(2000))
+    # The provider sends `iss` in every authorization response (its metadata says
+    # `authorization_response_iss_parameter_supported`): a response without it is refused.
+    require_iss: Mapped[bool] = mapped_column(default=False, server_default=false())
     client_id: Mapped[str] = mapped_column(String(255))
     client_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))

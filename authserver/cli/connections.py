@@ -9,7 +9,7 @@ import click
 from sqlalchemy import select
 
 from vault import upstream
-from vault.connect import check_endpoint, create_connection
+from vault.connect import check_endpoint, create_connection, discovered_issuer
 from vault.errors import UpstreamError, VaultError
 from vault.models import Connection
 
@@ -26,6 +26,8 @@ def connection_json(connection: Connection) -> dict[str, Any]:
         "token_url": connection.token_url,
         "revocation_url": connection.revocation_url,
         "discovery_url": connection.discovery_url,
+        "issuer": connection.issuer,
+        "require_iss": connection.require_iss,
         "scopes": connection.scopes,
         "default_scopes": connection.default_scopes,
         "allowed_clients": connection.allowed_clients,
@@ -33,21 +35,28 @@ def connection_json(connection: Connection) -> dict[str, Any]:
     }
 
 
-def _endpoints(discovery_url: str | None, given: dict[str, str | None]) -> dict[str, str | None]:
-    """Explicit URLs win; the rest come from the upstream's discovery document."""
+def _endpoints(discovery_url: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """Explicit URLs win; the rest come from the upstream's discovery document, once its
+    issuer is shown to be the one its URL was built from."""
     if not discovery_url:
         return given
     try:
         check_endpoint("discovery URL", discovery_url)  # before fetching anything from it
         document = upstream.discover(discovery_url)
+        issuer = discovered_issuer(discovery_url, document)
     except UpstreamError as error:
         raise click.ClickException(f"discovery failed: {error}") from None
     except VaultError as error:
         raise click.ClickException(str(error)) from None
+    if given["issuer"] is not None and given["issuer"] != issuer:
+        raise click.ClickException("--issuer differs from the discovery document's issuer")
+    promises_iss = document.get("authorization_response_iss_parameter_supported") is True
     return {
         "authorize_url": given["authorize_url"] or document.get("authorization_endpoint"),
         "token_url": given["token_url"] or document.get("token_endpoint"),
         "revocation_url": given["revocation_url"] or document.get("revocation_endpoint"),
+        "issuer": issuer,
+        "require_iss": given["require_iss"] or promises_iss,
     }
 
 
@@ -63,6 +72,16 @@ def connections() -> None:
 @click.option("--authorize-url", default=None)
 @click.option("--token-url", default=None)
 @click.option("--revocation-url", default=None)
+@click.option(
+    "--issuer",
+    default=None,
+    help="The provider's issuer identifier (RFC 8414); taken from discovery when given.",
+)
+@click.option(
+    "--require-iss",
+    is_flag=True,
+    help="Refuse authorization responses without iss (RFC 9207); set from discovery.",
+)
 @click.option("--client-id", required=True)
 @click.option(
     "--client-secret",
@@ -94,6 +113,8 @@ def connections_create(
     authorize_url: str | None,
     token_url: str | None,
     revocation_url: str | None,
+    issuer: str | None,
+    require_iss: bool,
     client_id: str,
     client_secret: str,
     auth_method: str,
@@ -106,7 +127,13 @@ def connections_create(
     """Register an upstream provider by discovery URL or explicit endpoints."""
     urls = _endpoints(
         discovery_url,
-        {"authorize_url": authorize_url, "token_url": token_url, "revocation_url": revocation_url},
+        {
+            "authorize_url": authorize_url,
+            "token_url": token_url,
+            "revocation_url": revocation_url,
+            "issuer": issuer,
+            "require_iss": require_iss,
+        },
     )
     if not urls["authorize_url"] or not urls["token_url"]:
         raise click.ClickException("give --discovery-url or both --authorize-url and --token-url")
@@ -136,6 +163,8 @@ def connections_create(
                 auth_method=auth_method,
                 authorize_params=extra,
                 allowed_clients=list(allowed_clients),
+                issuer=urls["issuer"],
+                require_iss=bool(urls["require_iss"]),
             )
         except VaultError as error:
             raise click.ClickException(str(error)) from None

@@ -114,9 +114,21 @@ def callback(name: str) -> Any:
     except DecryptionError:
         return _unusable(name)
     context.commit()  # the state is used up even if the provider refuses below
+    try:
+        connect.check_issuer(connection, _issuer_in_response())
+    except ConnectFailed:
+        return _fail(name, "issuer_mismatch", "The answer did not come from this provider.")
     if request.args.get("error") or not request.args.get("code"):
         return _fail(name, "upstream_refused", "The provider did not grant access.")
     return _complete(connection, consumed)
+
+
+def _issuer_in_response() -> str | None:
+    """RFC 9207 `iss`; sent twice it names no one issuer, and matches none."""
+    values = request.args.getlist("iss")
+    if len(values) > 1:
+        return "\n".join(values)
+    return values[0] if values else None
 
 
 def _complete(connection: Connection, consumed: connect.ConsumedState) -> Any:

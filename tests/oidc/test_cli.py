@@ -11,8 +11,10 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from typing import Any
 
 import click
 import pytest
@@ -29,6 +31,7 @@ from authserver.models import AuditEvent, SigningKey
 from authserver.runtime import build_runtime
 from authserver.settings import check_settings, load_settings
 from tests.support.apps import FAST_ARGON2, scratch_database
+from tests.support.ciba_live import serve_wsgi
 from tests.support.live import run_cli
 from vault import KeyRing, key_version
 
@@ -687,6 +690,83 @@ def test_connections_create_accepts_http_on_loopback(workspace):
     result = workspace.invoke(*[a if a != "drive" else "local" for a in args])
     assert result.returncode == 0, result.stderr
     assert "local" in connection_names(workspace)
+
+
+def _metadata_server(issuer_of: Callable[[str], str], **extra: object):
+    """An upstream's RFC 8414 document on loopback; `issuer_of(url)` is the issuer it names."""
+
+    def build(url: str) -> Any:
+        document = {
+            "issuer": issuer_of(url),
+            "authorization_endpoint": f"{url}/authorize",
+            "token_endpoint": f"{url}/token",
+            **extra,
+        }
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(document).encode()]
+
+        return app
+
+    return serve_wsgi(build)
+
+
+DISCOVERED = [
+    "connections", "create", "--client-id", "vault-client", "--client-secret", "s3cret-0123456789",
+    "--scope", "files.read", "--json",
+]  # fmt: skip
+
+
+def test_connections_create_by_discovery_records_the_issuer_and_its_iss_promise(workspace):
+    """RFC 8414 §3.3: the document's issuer is the one its URL was built from; it is
+    recorded with the promise of `iss` in authorization responses (RFC 9207 §3), which
+    the callback then enforces."""
+    with _metadata_server(lambda url: url, authorization_response_iss_parameter_supported=True) as (
+        url,
+        _,
+    ):
+        discovery = f"{url}/.well-known/oauth-authorization-server"
+        created = workspace.invoke(*DISCOVERED, "--name", "found", "--discovery-url", discovery)
+    assert created.returncode == 0, created.stderr
+    data = json.loads(created.stdout)
+    assert (data["issuer"], data["require_iss"]) == (url, True)
+    assert data["token_url"] == f"{url}/token"
+
+
+@pytest.mark.parametrize(
+    ("issuer_of", "extra_args", "says"),
+    [
+        (lambda url: "http://127.0.0.1:1", [], "issuer does not match its URL"),
+        (lambda url: f"{url}/tenant", [], "issuer does not match its URL"),
+        (lambda url: None, [], "names no issuer"),
+        (lambda url: url, ["--issuer", "https://other.example.com"], "--issuer differs"),
+    ],
+    ids=["another_host", "another_path", "none", "differs_from_option"],
+)
+def test_connections_create_refuses_metadata_of_another_issuer(
+    workspace, issuer_of, extra_args, says
+):
+    """RFC 8414 §3.3: if the issuer in the document is not the one its URL was built from,
+    nothing in it may be used (another provider's metadata would pass as this one's); no
+    connection is created."""
+    before = connection_names(workspace)
+    with _metadata_server(issuer_of) as (url, _):
+        discovery = f"{url}/.well-known/oauth-authorization-server"
+        result = workspace.invoke(
+            *DISCOVERED, "--name", "mixed", "--discovery-url", discovery, *extra_args
+        )
+    assert result.returncode == 1, result.stdout
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert connection_names(workspace) == before
+
+
+def test_connections_create_requiring_iss_needs_the_issuer(workspace):
+    before = connection_names(workspace)
+    args = [a if a != "drive" else "strict" for a in CONNECTION]
+    result = workspace.invoke(*args, "--require-iss")
+    assert result.returncode == 1 and "needs the issuer" in result.stderr
+    assert connection_names(workspace) == before
 
 
 def test_a_database_error_never_repeats_the_url_password(monkeypatch):

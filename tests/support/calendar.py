@@ -95,6 +95,8 @@ def register_calendar(app: Flask, calendar_url: str, allowed_clients: list[str])
             scopes=["calendar.freebusy", "calendar.read"],
             default_scopes=["calendar.freebusy"],
             allowed_clients=allowed_clients,
+            issuer=calendar_url,
+            require_iss=True,
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 import requests
@@ -220,6 +220,67 @@ def test_upstream_denial_shows_a_page_and_stores_nothing(scene):
     assert _accounts(scene) == 0
     assert scene.calendar.stats() == before
     assert _last_connect_failure(scene) == "upstream_refused"
+
+
+def _with_iss(callback: str, *values: str) -> str:
+    """The callback URL with its `iss` replaced by `values` (none: without `iss`)."""
+    parts = urlsplit(callback)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "iss"]
+    query += [("iss", value) for value in values]
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+@pytest.mark.parametrize(
+    "iss",
+    [("https://attacker.example",), (), "twice"],
+    ids=["another_issuer", "missing", "duplicated"],
+)
+def test_authorization_response_of_another_issuer_is_refused(scene, iss):
+    """RFC 9207 §2.4: an `iss` that is not the connection's issuer, or none from a provider
+    whose metadata promises it, means the response may come from another provider mixed
+    up with this one (RFC 9700 §4.4): refused before its code is used, nothing stored, and
+    the state is spent (the genuine response cannot be replayed after it)."""
+    http = scene.browser("alice")
+    callback = calendar_callback(http, _start(scene), "alice")
+    genuine = parse_qs(urlsplit(callback).query)["iss"]
+    assert genuine == [scene.calendar.url]
+    values = tuple(genuine * 2) if iss == "twice" else iss
+    before = scene.calendar.stats()
+    mixed_up = http.get(_with_iss(callback, *values), allow_redirects=False, timeout=10)
+    _refused_page(mixed_up)
+    assert "did not come from this provider" in mixed_up.text
+    assert scene.calendar.stats() == before, "the code is not presented upstream"
+    assert _accounts(scene) == 0
+    assert _last_connect_failure(scene) == "issuer_mismatch"
+    _refused_page(http.get(callback, allow_redirects=False, timeout=10))
+    assert _last_connect_failure(scene) == "bad_state"
+
+
+def test_an_error_response_of_another_issuer_is_refused_as_such(scene):
+    """RFC 9207 §2.4 covers error responses too: the issuer is checked first."""
+    http = scene.browser("alice")
+    callback = calendar_callback(http, _start(scene), "alice", decision="deny")
+    refused = http.get(_with_iss(callback, "https://attacker.example"), timeout=10)
+    _refused_page(refused)
+    assert _last_connect_failure(scene) == "issuer_mismatch"
+
+
+def test_a_connection_registered_without_its_issuer_takes_any_iss(scene, app):
+    """Connections registered before issuers were recorded (migration 0009) cannot compare
+    `iss`: their callbacks work as before, bound to the connection by its own callback URL
+    and state (RFC 9700 §4.4.2.2). Recording the issuer turns the check on."""
+    runtime = scene.server.runtime
+    with transaction(runtime.session_factory) as session:
+        session.execute(
+            update(Connection)
+            .where(Connection.name == "calendar")
+            .values(issuer=None, require_iss=False)
+        )
+    http = scene.browser("alice")
+    callback = calendar_callback(http, _start(scene), "alice")
+    done = http.get(_with_iss(callback), allow_redirects=False, timeout=10)
+    assert done.status_code == 302 and done.headers["Location"] == "/account/connections"
+    assert _accounts(scene) == 1
 
 
 def _disconnect(http: requests.Session, url: str, with_csrf: bool = True) -> requests.Response:
