@@ -158,6 +158,7 @@ def create_client(
     allowed_audiences: list[str] | None = None,
     backchannel_mode: str | None = None,
     backchannel_endpoint: str | None = None,
+    self_registered: bool = False,
 ) -> RegisteredClient:
     if auth_method not in AUTH_METHODS:
         raise AdminError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
@@ -197,6 +198,7 @@ def create_client(
         ],
         backchannel_token_delivery_mode=backchannel_mode,
         backchannel_client_notification_endpoint=backchannel_endpoint,
+        self_registered=self_registered,
     )
     session.add(client)
     session.flush()

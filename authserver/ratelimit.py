@@ -148,6 +148,23 @@ class LoginThrottle:
         return self._limiter.hit(self._rate, *key, cost=cost)
 
 
+class RegistrationThrottle:
+    """Dynamic client registrations (RFC 7591) counted per client address, each attempt
+    whatever its outcome: open registration must not let one address fill the database."""
+
+    def __init__(self, storage: Storage, rate: str) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._rate: RateLimitItem = parse(rate)
+
+    def reserve(self, address: str) -> int | None:
+        """Count this attempt; seconds to wait (Retry-After) when over the limit."""
+        key = ("register-addr", address)
+        if self._limiter.hit(self._rate, *key):
+            return None
+        reset = self._limiter.get_window_stats(self._rate, *key).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+
 def make_storage(redis_url: str, session_provider: Callable[[], Session]) -> Storage:
     if redis_url:
         return storage_from_string(redis_url)

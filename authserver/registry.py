@@ -94,6 +94,7 @@ class ClientSnapshot:
     backchannel_token_delivery_mode: str | None
     backchannel_client_notification_endpoint: str | None
     allowed_scopes: frozenset[str]
+    self_registered: bool
 
     @classmethod
     def of(cls, row: Client) -> ClientSnapshot:
@@ -114,6 +115,7 @@ class ClientSnapshot:
             backchannel_token_delivery_mode=row.backchannel_token_delivery_mode,
             backchannel_client_notification_endpoint=row.backchannel_client_notification_endpoint,
             allowed_scopes=frozenset(row.allowed_scopes),
+            self_registered=bool(row.self_registered),
         )
 
     @property

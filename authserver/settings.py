@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse as parse_rate
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -49,6 +50,7 @@ class Settings:
     authorization_code_ttl: int = 60
     login_rate_limit: str = "10/5 minutes"
     registration_enabled: bool = False
+    registration_rate_limit: str = "20/hour"
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -193,6 +195,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         login_rate_limit=_env(environ, "LOGIN_RATE_LIMIT") or "10/5 minutes",
         registration_enabled=(_env(environ, "REGISTRATION_ENABLED") or "").lower()
         in ("1", "true", "yes"),
+        registration_rate_limit=_env(environ, "REGISTRATION_RATE_LIMIT") or "20/hour",
         argon2_time_cost=_int(environ, "ARGON2_TIME_COST", 3),
         argon2_memory_kib=_int(environ, "ARGON2_MEMORY_KIB", 65536),
         argon2_parallelism=_int(environ, "ARGON2_PARALLELISM", 4),
@@ -234,6 +237,14 @@ def check_settings(settings: Settings) -> Settings:
         raise SettingsError(f"{PREFIX}ENV must be 'development' or 'production'")
     if settings.sqlite_synchronous not in ("FULL", "NORMAL"):
         raise SettingsError(f"{PREFIX}SQLITE_SYNCHRONOUS must be FULL or NORMAL")
+    for name, rate in (
+        ("LOGIN_RATE_LIMIT", settings.login_rate_limit),
+        ("REGISTRATION_RATE_LIMIT", settings.registration_rate_limit),
+    ):
+        try:
+            parse_rate(rate)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name} must be a rate such as '10/5 minutes'") from None
     parts = urlsplit(settings.issuer)
     # OIDC Discovery §3 / RFC 8414 §2: no query or fragment component, not even an empty one.
     if (

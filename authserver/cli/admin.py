@@ -38,6 +38,7 @@ def client_json(client: Client, secret: str | None = None) -> dict[str, Any]:
         "allowed_audiences": client.allowed_audiences,
         "backchannel_token_delivery_mode": client.backchannel_token_delivery_mode,
         "backchannel_client_notification_endpoint": client.backchannel_client_notification_endpoint,
+        "self_registered": bool(client.self_registered),
     }
     if secret:
         data["client_secret"] = secret

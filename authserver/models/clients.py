@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, JsonValue, new_id, now
@@ -32,6 +32,9 @@ class Client(Base):
     # CIBA: poll, ping or push, and where ping/push notifications go.
     backchannel_token_delivery_mode: Mapped[str | None] = mapped_column(String(8))
     backchannel_client_notification_endpoint: Mapped[str | None] = mapped_column(String(2000))
+    # Registered by anyone through RFC 7591 /register, not by an operator: its name and
+    # links are unverified, and the consent page says so (RFC 7591 §5).
+    self_registered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[int] = mapped_column(default=now)
 
     @property

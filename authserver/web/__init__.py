@@ -34,6 +34,11 @@ def register(app: Flask) -> None:
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    if app.extensions["authserver"].settings.registration_enabled:
+        from .registration import bp as registration_bp
+
+        app.register_blueprint(registration_bp)
+        csrf.exempt(registration_bp)  # an API for clients, authenticated by nothing (RFC 7591)
     app.config["NAV_LINKS"] = [
         ("approvals.approvals", "Approvals"),
         ("connections.accounts", "Connected accounts"),

@@ -9,7 +9,7 @@ from flask_wtf.csrf import CSRFProtect
 from ..models import User
 from ..oauth import build_authorization_server
 from ..oauth.server import AuthorizationServer
-from ..ratelimit import LoginThrottle, make_storage
+from ..ratelimit import LoginThrottle, RegistrationThrottle, make_storage
 from . import browser_sessions, context
 
 csrf = CSRFProtect()
@@ -37,6 +37,9 @@ class _OAuthServerHolder:
         settings = app.extensions["authserver"].settings
         storage = make_storage(settings.redis_url, context.db)
         app.extensions["login_throttle"] = LoginThrottle(storage, settings.login_rate_limit)
+        app.extensions["registration_throttle"] = RegistrationThrottle(
+            storage, settings.registration_rate_limit
+        )
 
 
 oauth_server = _OAuthServerHolder()
@@ -49,4 +52,9 @@ def server() -> AuthorizationServer:
 
 def login_throttle() -> LoginThrottle:
     value: LoginThrottle = current_app.extensions["login_throttle"]
+    return value
+
+
+def registration_throttle() -> RegistrationThrottle:
+    value: RegistrationThrottle = current_app.extensions["registration_throttle"]
     return value

@@ -153,6 +153,42 @@ def _count(connection, table_name: str) -> int:
     return len(connection.execute(select(table)).all())
 
 
+def test_new_columns_keep_every_child_row_on_the_way_up_and_down(empty_database):
+    """0009 and 0010 add columns to tables other rows point at with ON DELETE CASCADE
+    (connected accounts at their connection; consents, grants and tokens at their client).
+    On SQLite a batch migration copies such a table and drops the old one, and with
+    foreign keys on that drop would delete every child row: each step keeps them all, and
+    the rows registered before get the defaults (no issuer check, operator-registered)."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0008")
+    with engine.begin() as connection:
+        _insert(connection, "users", id="u1", username="alice")
+        _insert(connection, "clients", client_id="c1", scope="openid")
+        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid")
+        _insert(connection, "vault_connections", name="calendar", scopes=["read"])
+        _insert(
+            connection,
+            "vault_accounts",
+            id="a1",
+            user_id="u1",
+            connection_name="calendar",
+            scopes=["read"],
+            refresh_token_sealed=b"sealed",
+        )
+    for target in ("head", "0008", "head"):
+        (command.upgrade if target == "head" else command.downgrade)(config, target)
+        with engine.connect() as connection:
+            counts = {t: _count(connection, t) for t in ("consents", "vault_accounts")}
+        assert counts == {"consents": 1, "vault_accounts": 1}, target
+    with engine.connect() as connection:
+        assert connection.execute(select(Client.self_registered)).scalar_one() is False
+        connection_row = connection.exec_driver_sql(
+            "SELECT issuer, require_iss FROM vault_connections"
+        ).one()
+    assert connection_row[0] is None and not connection_row[1]
+
+
 def test_migrations_on_sqlite_never_cascade_deletes(empty_database):
     """0002 adds columns to `clients` in a batch, which on SQLite copies the table and drops
     the old one: with foreign keys on while migrating, that DROP would delete every consent,

@@ -372,3 +372,25 @@ def test_production_approval_webhook_with_tls_and_secret_starts(instance):
         AUTHSERVER_APPROVAL_WEBHOOK_SECRET=GOOD_SECRET,
     )
     assert check_settings(load_settings(env)).approval_webhook_url.startswith("https://")
+
+
+@pytest.mark.parametrize(
+    "name", ["AUTHSERVER_LOGIN_RATE_LIMIT", "AUTHSERVER_REGISTRATION_RATE_LIMIT"]
+)
+@pytest.mark.parametrize("value", ["often", "10 per", "-1/hour"])
+def test_unreadable_rate_limits_are_refused_at_startup(instance, name, value):
+    """A rate the limiter cannot read stops the server before it serves anything, not at
+    the first sign-in or registration."""
+    with pytest.raises(SettingsError, match=name):
+        check_settings(load_settings(production_env(instance, **{name: value})))
+
+
+def test_registration_settings_are_read(instance):
+    env = production_env(
+        instance,
+        AUTHSERVER_REGISTRATION_ENABLED="true",
+        AUTHSERVER_REGISTRATION_RATE_LIMIT="5/minute",
+    )
+    settings = check_settings(load_settings(env))
+    assert settings.registration_enabled and settings.registration_rate_limit == "5/minute"
+    assert not check_settings(load_settings(production_env(instance))).registration_enabled
