@@ -83,17 +83,36 @@ def create_user(
     return user
 
 
+# RFC 3986 §2: characters no URI contains. A browser reads a backslash in an http(s) URL
+# as a slash (WHATWG URL), so `http://evil.example\@127.0.0.1/` would pass as loopback here
+# and send the code to evil.example.
+NOT_IN_URIS = frozenset(' "<>\\^`{|}')
+# A host as the CSP form-action source and the consent page show it: a DNS name or an
+# IPv4 address (IPv6 literals are checked by urlsplit and kept in brackets).
+HOST_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
+
+
 def check_redirect_uri(uri: str) -> str:
     """RFC 6749 §3.1.2 and RFC 8252 §7: absolute, no fragment; http only on loopback."""
-    parts = urlsplit(uri)
+    if any(char in NOT_IN_URIS or not 0x20 < ord(char) < 0x7F for char in uri):
+        raise AdminError(f"redirect URI {uri!r}: only characters a URI may contain (RFC 3986)")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError:
+        raise AdminError(f"redirect URI {uri!r}: malformed") from None
     if not parts.scheme or parts.fragment or "#" in uri:
         raise AdminError(f"redirect URI {uri!r}: absolute and without fragment")
+    if parts.username is not None or parts.password is not None:
+        raise AdminError(f"redirect URI {uri!r}: no user information before the host")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
         raise AdminError(f"redirect URI {uri!r}: http is only allowed on loopback")
     if parts.scheme not in ("http", "https") and "." not in parts.scheme:
         raise AdminError(f"redirect URI {uri!r}: custom schemes must be reverse-DNS (RFC 8252)")
-    if parts.scheme in ("http", "https") and not parts.netloc:
-        raise AdminError(f"redirect URI {uri!r}: missing host")
+    if parts.scheme in ("http", "https"):
+        host = parts.hostname or ""
+        if not parts.netloc or not (HOST_NAME.match(host) or parts.netloc.startswith("[")):
+            raise AdminError(f"redirect URI {uri!r}: missing or malformed host")
     return uri
 
 

@@ -7,9 +7,11 @@ small `limits` storage adapter (the fixed-window algorithm stays the library's).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage, Storage, storage_from_string
@@ -148,21 +150,42 @@ class LoginThrottle:
         return self._limiter.hit(self._rate, *key, cost=cost)
 
 
+@dataclass(frozen=True)
+class Throttled:
+    retry_after: int  # seconds, for the Retry-After header
+    first: bool  # the first attempt refused in this window (the one worth an audit row)
+
+
 class RegistrationThrottle:
     """Dynamic client registrations (RFC 7591) counted per client address, each attempt
-    whatever its outcome: open registration must not let one address fill the database."""
+    whatever its outcome: open registration must not let one address fill the database.
+    An IPv6 address counts for its /64, which one host usually has whole."""
 
     def __init__(self, storage: Storage, rate: str) -> None:
         self._limiter = FixedWindowRateLimiter(storage)
         self._rate: RateLimitItem = parse(rate)
 
-    def reserve(self, address: str) -> int | None:
-        """Count this attempt; seconds to wait (Retry-After) when over the limit."""
-        key = ("register-addr", address)
+    def reserve(self, address: str) -> Throttled | None:
+        """Count this attempt; how long to wait when it is over the limit."""
+        key = ("register-addr", _network(address))
         if self._limiter.hit(self._rate, *key):
             return None
-        reset = self._limiter.get_window_stats(self._rate, *key).reset_time
-        return max(1, math.ceil(reset - time.time()))
+        stats = self._limiter.get_window_stats(self._rate, *key)
+        count = self._limiter.storage.get(self._rate.key_for(*key))
+        return Throttled(
+            retry_after=max(1, math.ceil(stats.reset_time - time.time())),
+            first=count == self._rate.amount + 1,
+        )
+
+
+def _network(address: str) -> str:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def make_storage(redis_url: str, session_provider: Callable[[], Session]) -> Storage:

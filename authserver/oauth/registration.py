@@ -126,13 +126,17 @@ def _checked_shape(document: Any) -> dict[str, Any]:
     error = best_match(METADATA.iter_errors(document))
     if error is not None:
         where = next((str(part) for part in error.path if isinstance(part, str)), "")
+        if where in ("redirect_uris", "post_logout_redirect_uris"):
+            raise _bad_redirect_uri()  # RFC 7591 §3.2.2: the redirect URI code, whatever is wrong
         described = f"The {where} value is malformed." if where else "Send a JSON object."
         raise RegistrationError("invalid_client_metadata", described)
     metadata: dict[str, Any] = document
-    name = metadata.get("client_name", "")
-    # Shown to people on the consent page: no control or format characters (a right-to-left
-    # override would show another name than the one registered).
-    if any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
+    name = metadata.get("client_name", "x")
+    # Shown to people on the consent page: letters, marks, numbers, punctuation, symbols and
+    # spaces only. Not a control or format character (a right-to-left override shows another
+    # name than the one registered), nor a lone surrogate (no UTF-8 for it: the database
+    # refuses it), a private-use or unassigned code point, nor nothing but spaces.
+    if not name.strip() or any(unicodedata.category(char)[0] == "C" for char in name):
         raise RegistrationError("invalid_client_metadata", "The client_name is malformed.")
     return metadata
 

@@ -148,6 +148,10 @@ def _logout_target(values: Any) -> tuple[str | None, str | None]:
     client = context.db().get(Client, client_id) if isinstance(client_id, str) else None
     if client is None or uri not in (client.post_logout_redirect_uris or []):
         return None, "The post_logout_redirect_uri is not registered for this client."
+    if client.self_registered and hint_claims is None:
+        # RP-Initiated Logout §3: without an ID token, redirect only where the server has
+        # other reasons to trust; anyone can register a client (RFC 7591) and its URIs.
+        return None, "Sending you back to this application needs an id_token_hint."
     state = values.get("state")
     return (
         uri + ("&" if "?" in uri else "?") + urlencode({"state": state}) if state else uri

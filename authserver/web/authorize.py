@@ -43,7 +43,24 @@ def _redirect_error(error: OAuth2Error) -> Any:
         error.state = None  # never echo a malformed or oversized state into a Location header
     _, _, headers = error()
     location = add_params_to_uri(dict(headers)["Location"], [("iss", _issuer())])
+    if _self_registered_client():
+        # RFC 9700 §4.11.2: redirect on its own only to a URI the server trusts. Anyone can
+        # register a client (RFC 7591) whose redirect URI is a phishing page and send people
+        # a request that fails on purpose: they see the error and decide themselves.
+        page = render_template(
+            "error.html",
+            title="This sign-in link is not valid",
+            description=error.get_error_description() or error.error,
+            return_to=location,
+            return_label=redirect_label(str(error.redirect_uri)),
+        )
+        return page, 400
     return redirect(location)
+
+
+def _self_registered_client() -> bool:
+    client = server().query_client(_client_id_or_none() or "")
+    return client is not None and client.model.self_registered
 
 
 def _issuer() -> str:
@@ -212,8 +229,17 @@ def _consent_page(grant: Any) -> str:
             context.db(), getattr(grant.request, "authorization_details", None) or []
         ),
         fields=fields,
-        redirect_host=grant.redirect_uri.split("/")[2] if "//" in grant.redirect_uri else "",
+        redirect_host=redirect_label(grant.redirect_uri),
     )
+
+
+def redirect_label(uri: str) -> str:
+    """Where the person goes back to, as they should read it: the host of a web address
+    (never its user information or port), or the app a private-use scheme opens."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        return parts.hostname or ""
+    return f"the app registered for {parts.scheme}: links"
 
 
 def _remember_consent(user: User, grant: Any) -> None:

@@ -62,16 +62,17 @@ def _json(status: int, body: dict[str, Any], **headers: str) -> Response:
 
 @bp.post("/register")
 def register_client() -> Response:
-    retry_after = registration_throttle().reserve(context.client_address())
-    context.commit()  # the attempt stays counted whatever happens next
-    if retry_after is not None:
+    throttled = registration_throttle().reserve(context.client_address())
+    if throttled is not None and throttled.first:
+        # One audit row per address and window: a flood of refused attempts is one event.
         context.record("client.registered", "throttled")
-        context.commit()
+    context.commit()  # the attempt stays counted whatever happens next
+    if throttled is not None:
         described = "Too many registrations from this address; try again later."
         return _json(
             429,
             {"error": "invalid_request", "error_description": described},
-            **{"Retry-After": str(retry_after)},
+            **{"Retry-After": str(throttled.retry_after)},
         )
     try:
         registered = register(context.db(), _document())

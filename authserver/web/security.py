@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g
@@ -12,10 +13,15 @@ CSP = (
 )
 
 
+# Host and port as a CSP source may hold them; anything else (`;`, a quote, a space)
+# would end the source list and start a directive of the URI's choosing.
+ORIGIN_NETLOC = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
+
+
 def allow_form_redirect_to(uri: str) -> None:
     """Let this page's form redirect to `uri`'s origin (browsers apply form-action to redirects)."""
     parts = urlsplit(uri)
-    if parts.scheme in ("http", "https") and parts.netloc:
+    if parts.scheme in ("http", "https") and ORIGIN_NETLOC.match(parts.netloc):
         g.setdefault("form_action_origins", []).append(f"{parts.scheme}://{parts.netloc}")
 
 

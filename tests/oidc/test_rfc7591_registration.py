@@ -11,7 +11,9 @@ Real HTTP on loopback for the flow, Authlib's own client to use what was registe
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 
 import pytest
 import requests
@@ -22,9 +24,16 @@ from sqlalchemy import func, select
 from authserver.models import AuditEvent, Client
 from tests.support.apps import build_test_app, reset_database
 from tests.support.db import audit_events, rows
-from tests.support.factories import DEFAULT_PASSWORD, make_client, make_resource, make_user
+from tests.support.factories import (
+    DEFAULT_PASSWORD,
+    ClientInfo,
+    make_client,
+    make_resource,
+    make_user,
+)
 from tests.support.flows import Browser, Pkce, code_params, query_of
 from tests.support.live import LiveBrowser, live_server
+from tests.support.oauth import tokens_for
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 CIBA = "urn:openid:params:grant-type:ciba"
@@ -129,8 +138,10 @@ def test_a_public_client_gets_no_secret_and_still_needs_pkce(live):
     browser.login("bob", DEFAULT_PASSWORD)
     params = code_params(body["client_id"], "http://127.0.0.1:53111/callback", scope="openid")
     refused = browser.client.get("/authorize", query_string=params)
-    assert refused.status_code == 302
-    assert query_of(refused.headers["Location"])["error"] == "invalid_request"
+    # Refused, and shown rather than redirected: the client registered itself (below).
+    assert refused.status_code == 400
+    [link] = re.findall(r'href="(http://127\.0\.0\.1:53111/callback\?[^"]*)"', refused.text)
+    assert query_of(html.unescape(link))["error"] == "invalid_request"
 
 
 def test_what_a_registration_cannot_ask_for_is_ignored(live):
@@ -207,16 +218,29 @@ LOOPBACK = "http://127.0.0.1/cb"
         ({"redirect_uris": [LOOPBACK], "client_name": "Bank\u202eelppa"}, None),
         ({"redirect_uris": [LOOPBACK], "client_name": "nul\u0000name"}, None),
         ({"redirect_uris": [LOOPBACK], "client_name": ""}, None),
+        ({"redirect_uris": [LOOPBACK], "client_name": "   "}, None),
+        ({"redirect_uris": [LOOPBACK], "client_name": "lone \ud800 surrogate"}, None),
+        ({"redirect_uris": [LOOPBACK], "client_name": "private \ue000 use"}, None),
         ({"redirect_uris": [LOOPBACK], "client_name": "x" * 201}, None),
         ({"redirect_uris": [LOOPBACK], "client_uri": "javascript:alert(1)"}, None),
         ({"redirect_uris": [LOOPBACK], "contacts": "ops@example.com"}, None),
         ({"redirect_uris": [LOOPBACK], "jwks": []}, None),
         ({"redirect_uris": [LOOPBACK], "jwks": {"keys": [{}]}}, None),
         ({"redirect_uris": [LOOPBACK], "jwks": {"keys": "x"}}, None),
-        ({"redirect_uris": LOOPBACK}, None),
-        ({"redirect_uris": [LOOPBACK, LOOPBACK]}, None),
-        ({"redirect_uris": [f"https://a.example.com/{n}" for n in range(11)]}, None),
-        ({"redirect_uris": ["https://a.example.com/\u00e9"]}, None),
+        ({"redirect_uris": LOOPBACK}, "invalid_redirect_uri"),
+        ({"redirect_uris": [LOOPBACK, LOOPBACK]}, "invalid_redirect_uri"),
+        (
+            {"redirect_uris": [f"https://a.example.com/{n}" for n in range(11)]},
+            "invalid_redirect_uri",
+        ),
+        ({"redirect_uris": ["https://a.example.com/\u00e9"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://evil.example\\@127.0.0.1/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://trusted.example@evil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["https://a.example;report-uri/cb"]}, "invalid_redirect_uri"),
+        (
+            {"redirect_uris": [LOOPBACK], "post_logout_redirect_uris": ["http://a.example/"]},
+            "invalid_redirect_uri",
+        ),
         ({"redirect_uris": [LOOPBACK], "grant_types": {"authorization_code": 1}}, None),
         ([LOOPBACK], None),
         ("redirect_uris", None),
@@ -296,7 +320,8 @@ def test_registration_is_off_unless_enabled(client, app):
 
 def test_registrations_are_limited_per_address(migrated_database):
     """Open registration must not let one address fill the database: past the limit, 429
-    with Retry-After and no client; every attempt counts, refused ones too."""
+    with Retry-After and no client; every attempt counts, refused ones too; an IPv6 address
+    counts for its /64; a flood of throttled attempts is one audit row."""
     app = build_test_app(
         migrated_database, registration_enabled=True, registration_rate_limit="2/hour"
     )
@@ -305,13 +330,82 @@ def test_registrations_are_limited_per_address(migrated_database):
         http = app.test_client()
         assert http.post("/register", json={"client_name": "no redirect"}).status_code == 400
         assert http.post("/register", json=WEB).status_code == 201
-        throttled = http.post("/register", json=WEB)
-        assert throttled.status_code == 429
-        assert 1 <= int(throttled.headers["Retry-After"]) <= 3600
-        assert throttled.get_json()["error"] == "invalid_request"
+        for _ in range(3):
+            throttled = http.post("/register", json=WEB)
+            assert throttled.status_code == 429
+            assert 1 <= int(throttled.headers["Retry-After"]) <= 3600
+            assert throttled.get_json()["error"] == "invalid_request"
         assert _count(app, Client) == 1
         outcomes = [event.outcome for event in audit_events(app, "client.registered")]
-        assert outcomes == ["refused", "success", "throttled"]
+        assert outcomes == ["refused", "success", "throttled"]  # one row for the flood
+        # Another address of the same IPv6 /64 shares the count; another /64 does not.
+        same = {"REMOTE_ADDR": "2001:db8:1:2::7"}
+        other = {"REMOTE_ADDR": "2001:db8:1:3::7"}
+        assert http.post("/register", json=WEB, environ_base=same).status_code == 201
+        assert http.post("/register", json=WEB, environ_base=same).status_code == 201
+        neighbour = {"REMOTE_ADDR": "2001:db8:1:2:ffff::1"}
+        assert http.post("/register", json=WEB, environ_base=neighbour).status_code == 429
+        assert http.post("/register", json=WEB, environ_base=other).status_code == 201
     finally:
         reset_database(app)
         app.extensions["authserver"].engine.dispose()
+
+
+def test_a_failed_request_is_shown_not_redirected_to_a_self_registered_client(live):
+    """RFC 9700 §4.11.2: anyone can register a client whose redirect URI is a phishing page
+    and send people a request that fails on purpose (here an unknown scope). For such a
+    client the server does not redirect on its own: the person sees the error, and a link
+    back that they may follow. An operator-registered client is redirected as before."""
+    answer = requests.post(live.endpoint("registration_endpoint"), json=WEB, timeout=10)
+    copycat = answer.json()["client_id"]
+    operator = make_client(live.app, "trips")
+    http = live.app.test_client()
+    shown = http.get(
+        "/authorize",
+        query_string=code_params(copycat, WEB["redirect_uris"][0], Pkce.new(), scope="openid x"),
+    )
+    assert shown.status_code == 400 and "Location" not in shown.headers
+    assert "registered itself" in shown.text and "Go back to\n      trips.example.com" in shown.text
+    [link] = re.findall(r'href="(https://trips\.example\.com/callback\?[^"]*)"', shown.text)
+    assert query_of(html.unescape(link))["error"] == "invalid_scope"
+    redirected = http.get(
+        "/authorize",
+        query_string=code_params(operator.client_id, operator.redirect_uri, scope="openid x"),
+    )
+    assert redirected.status_code == 302
+    assert query_of(redirected.headers["Location"])["error"] == "invalid_scope"
+
+
+def test_logout_sends_people_to_a_self_registered_client_only_with_an_id_token(live):
+    """OIDC RP-Initiated Logout §3: without an id_token_hint, post-logout redirection only
+    to a target the server has other reasons to trust; a self-registered client's URI is
+    anyone's, so /logout would be an open redirect. With an ID token for that client, it
+    redirects."""
+    document = {**WEB, "post_logout_redirect_uris": ["https://evil.example/landing"]}
+    answer = requests.post(live.endpoint("registration_endpoint"), json=document, timeout=10)
+    assert answer.status_code == 201, answer.text
+    client_id = answer.json()["client_id"]
+    refused = live.app.test_client().get(
+        "/logout",
+        query_string={
+            "client_id": client_id,
+            "post_logout_redirect_uri": "https://evil.example/landing",
+        },
+    )
+    assert refused.status_code == 400 and "Location" not in refused.headers
+    assert "id_token_hint" in refused.text
+
+    make_user(live.app, "alice")
+    browser = Browser(live.app.test_client())
+    browser.login("alice", DEFAULT_PASSWORD)
+    registered = ClientInfo(client_id, answer.json()["client_secret"], WEB["redirect_uris"][0])
+    id_token = tokens_for(browser, live.app.test_client(), registered, scope="openid")["id_token"]
+    hinted = browser.client.get(
+        "/logout",
+        query_string={
+            "id_token_hint": id_token,
+            "post_logout_redirect_uri": "https://evil.example/landing",
+        },
+    )
+    assert hinted.status_code == 302
+    assert hinted.headers["Location"] == "https://evil.example/landing"
