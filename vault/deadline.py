@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 
 class Deadline:
@@ -35,21 +37,33 @@ class Deadline:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._expired = self._finished = False
+        self._ends = time.monotonic() + seconds
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
+        self._outer: Deadline | None = None
 
     def __enter__(self) -> Deadline:
+        self._outer = getattr(Deadline._active, "deadline", None)
         Deadline._active.deadline = self
         self._timer.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._timer.cancel()
-        Deadline._active.deadline = None
+        Deadline._active.deadline = self._outer
         with self._lock:
             self._finished = True
             for twin in self._sockets:
                 twin.close()
+
+    @classmethod
+    def current(cls) -> Deadline | None:
+        deadline: Deadline | None = getattr(cls._active, "deadline", None)
+        return deadline
+
+    def remaining(self) -> float:
+        """Seconds left, 0 once passed."""
+        return max(0.0, self._ends - time.monotonic())
 
     @classmethod
     def watch(cls, sock: socket.socket) -> None:
@@ -86,8 +100,21 @@ def _shut(sock: socket.socket) -> None:
 
 class _Watched(HTTPConnection):
     def _new_conn(self) -> socket.socket:
+        # Until the socket exists the timer has nothing to shut down: the connect itself
+        # gets no more than the time left (for each address urllib3 tries; the name lookup
+        # before it is the resolver's), and a connect that ends past the deadline fails.
+        deadline = Deadline.current()
+        if deadline is not None:
+            left = deadline.remaining()
+            if left <= 0:
+                raise ConnectTimeoutError(self, "the call's deadline passed before connecting")
+            connect = self.timeout if isinstance(self.timeout, int | float) else None
+            self.timeout = left if connect is None else min(connect, left)
         sock = super()._new_conn()
         Deadline.watch(sock)
+        if deadline is not None and deadline.remaining() <= 0:
+            sock.close()
+            raise ConnectTimeoutError(self, "the call's deadline passed while connecting")
         return sock
 
 

@@ -154,18 +154,18 @@ def exchange_code(
     clock: Callable[[], float],
     timeout: float = DEFAULT_TIMEOUT,
 ) -> UpstreamTokens:
-    session = _session(client, redirect_uri=redirect_uri)
-    return _call(
-        lambda: session.fetch_token(
-            client.token_url,
-            grant_type="authorization_code",
-            code=code,
-            code_verifier=code_verifier,
-            timeout=timeout,
-        ),
-        clock,
-        timeout,
-    )
+    with _session(client, redirect_uri=redirect_uri) as session:
+        return _call(
+            lambda: session.fetch_token(
+                client.token_url,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=code_verifier,
+                timeout=timeout,
+            ),
+            clock,
+            timeout,
+        )
 
 
 def refresh(
@@ -175,25 +175,25 @@ def refresh(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> UpstreamTokens:
     """A new access token; `refresh_token` in the result is the rotated one or the same."""
-    session = _session(client)
-    return _call(
-        lambda: session.refresh_token(
-            client.token_url,
-            refresh_token=refresh_token,
-            timeout=timeout,
-        ),
-        clock,
-        timeout,
-    )
+    with _session(client) as session:
+        return _call(
+            lambda: session.refresh_token(
+                client.token_url,
+                refresh_token=refresh_token,
+                timeout=timeout,
+            ),
+            clock,
+            timeout,
+        )
 
 
 def revoke(client: UpstreamClient, token: str, hint: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
     """RFC 7009 where offered; True when the provider accepted the revocation."""
     if not client.revocation_url:
         return False
-    with Deadline(timeout) as deadline:
+    with _session(client) as session, Deadline(timeout) as deadline:
         try:
-            response = _session(client).revoke_token(
+            response = session.revoke_token(
                 client.revocation_url,
                 token=token,
                 token_type_hint=hint,

@@ -450,3 +450,33 @@ def test_a_trickling_revocation_endpoint_is_cut_off_and_counts_as_not_revoked():
         assert slow.hung_up.wait(2)
     assert revoked is False
     assert elapsed < TRICKLE_TIMEOUT + 1.0, f"the call took {elapsed:.1f} s"
+
+
+def test_a_connect_that_hangs_ends_at_the_deadline(monkeypatch):
+    """The deadline's timer can shut down only a socket that exists: while connecting, the
+    connect itself gets no more than the time the call has left (here 1 s of a 10 s connect
+    timeout), so an address that never answers cannot hold the call past its deadline."""
+    import socket
+
+    import requests
+    import urllib3.util.connection
+
+    from vault.deadline import Deadline, WatchedAdapter
+
+    given: list[float] = []
+
+    def never_answers(address, timeout=None, *args, **kwargs):
+        given.append(timeout)
+        time.sleep(timeout if isinstance(timeout, int | float) else HANG_SECONDS)
+        raise TimeoutError("timed out")  # what a connect that ran out of time raises
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", never_answers)
+    with requests.Session() as session:
+        session.mount("http://", WatchedAdapter())
+        started = time.monotonic()
+        with Deadline(1.0), pytest.raises(requests.ConnectionError):
+            session.get("http://127.0.0.1:9/never", timeout=(10, 10))
+        elapsed = time.monotonic() - started
+    assert given and given[0] <= 1.0
+    assert elapsed < 2.0, f"the connect took {elapsed:.1f} s"
+    assert socket.getdefaulttimeout() is None  # nothing global was changed
