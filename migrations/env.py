@@ -41,19 +41,26 @@ def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
     driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
 
 
-def _migrate(connection: Connection) -> None:
+def _broken_references(connection: Connection) -> int:
+    return len(connection.exec_driver_sql("PRAGMA foreign_key_check").all())
+
+
+def _migrate(connection: Connection, broken_before: int | None = None) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        # One transaction for the whole run on SQLite too (Alembic assumes SQLite DDL is not
+        # transactional; it is): a failed check below undoes every step, not just the last.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()
-        if connection.dialect.name == "sqlite":
-            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-            if broken:  # raised inside the transaction: the migration is rolled back
-                raise RuntimeError(f"the migration broke {len(broken)} foreign key references")
+        # Raised inside the transaction: the migration is rolled back. References that were
+        # already broken before (a database edited by hand) do not stop every upgrade.
+        if broken_before is not None and _broken_references(connection) > broken_before:
+            raise RuntimeError("the migration broke foreign key references; nothing was changed")
 
 
 def run_online() -> None:
@@ -70,7 +77,10 @@ def run_online() -> None:
             # foreign keys off while migrating, the references checked before committing.
             _sqlite_foreign_keys(connection, on=False)
             try:
-                _migrate(connection)
+                broken_before = _broken_references(connection)
+                if connection.in_transaction():  # the check above began one
+                    connection.commit()
+                _migrate(connection, broken_before)
                 if connection.in_transaction():  # SQLAlchemy's autobegin, left open by Alembic
                     connection.commit()
             finally:

@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Boolean, Integer, MetaData, Table, inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from authserver import migrate
 from authserver.db import make_engine
@@ -208,3 +209,43 @@ def test_migrations_on_sqlite_never_cascade_deletes(empty_database):
     if engine.dialect.name == "sqlite":
         with engine.connect() as connection:  # the pooled connection enforces them again
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def _revision(engine) -> str:
+    with engine.connect() as connection:
+        return str(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+
+
+def test_a_failed_upgrade_changes_nothing(empty_database):
+    """The whole upgrade is one transaction, on SQLite too: when a later step fails (here
+    0010 meets a column someone added by hand), the steps before it are undone as well, and
+    the database stays at the revision it had."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0008")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE clients ADD COLUMN self_registered BOOLEAN")
+    with pytest.raises(Exception, match="self_registered"):
+        command.upgrade(config, "head")
+    assert _revision(engine) == "0008"
+    columns = {column["name"] for column in inspect(engine).get_columns("vault_connections")}
+    assert "issuer" not in columns  # 0009 ran before the failure, and was undone
+
+
+def test_references_broken_before_an_upgrade_do_not_stop_it(empty_database):
+    """A dangling row left by hand (written with foreign keys off) is not the migration's
+    doing: the upgrade checks that it breaks no reference more than there were."""
+    url, engine = empty_database
+    config = migrate.alembic_config(url, engine)
+    command.upgrade(config, "0008")
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+            _insert(connection, "consents", user_id="gone", client_id="gone", scope="openid")
+            connection.commit()
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
+        else:  # PostgreSQL enforces every reference at all times: no such row can exist
+            with pytest.raises(IntegrityError):
+                _insert(connection, "consents", user_id="gone", client_id="gone", scope="openid")
+    command.upgrade(config, "head")
+    assert _revision(engine) == revisions(url)[-1]
