@@ -7,6 +7,8 @@ On the test database kind: an empty database upgrades to head and matches the mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
@@ -83,6 +85,20 @@ def _insert(connection, table_name: str, **values) -> None:
     connection.execute(table.insert().values(**values))
 
 
+def _alice_consents(connection, scope: str = "openid") -> None:
+    """User u1 (alice), client c1 and her consent to it, on the schema of the moment."""
+    _insert(connection, "users", id="u1", username="alice")
+    _insert(connection, "clients", client_id="c1", scope=scope)
+    _insert(connection, "consents", user_id="u1", client_id="c1", scope=scope)
+
+
+def _head_and_back(config, low: str) -> Iterator[str]:
+    """Upgrade to head, down to `low`, up to head again; yields after each step."""
+    for step in ("head", low, "head"):
+        (command.upgrade if step == "head" else command.downgrade)(config, step)
+        yield step
+
+
 def test_existing_consents_keep_covering_requests_without_a_resource(empty_database):
     """0006 records consent per resource server. A consent given before it was given without
     regard to the resource: it keeps its scopes for requests naming none (""), and
@@ -91,9 +107,7 @@ def test_existing_consents_keep_covering_requests_without_a_resource(empty_datab
     config = migrate.alembic_config(url, engine)
     command.upgrade(config, "0005")
     with engine.begin() as connection:
-        _insert(connection, "users", id="u1", username="alice")
-        _insert(connection, "clients", client_id="c1", scope="openid read")
-        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid read")
+        _alice_consents(connection, scope="openid read")
     command.upgrade(config, "head")
     with engine.connect() as connection:
         [value] = connection.execute(
@@ -164,9 +178,7 @@ def test_new_columns_keep_every_child_row_on_the_way_up_and_down(empty_database)
     config = migrate.alembic_config(url, engine)
     command.upgrade(config, "0008")
     with engine.begin() as connection:
-        _insert(connection, "users", id="u1", username="alice")
-        _insert(connection, "clients", client_id="c1", scope="openid")
-        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid")
+        _alice_consents(connection)
         _insert(connection, "vault_connections", name="calendar", scopes=["read"])
         _insert(
             connection,
@@ -177,8 +189,7 @@ def test_new_columns_keep_every_child_row_on_the_way_up_and_down(empty_database)
             scopes=["read"],
             refresh_token_sealed=b"sealed",
         )
-    for target in ("head", "0008", "head"):
-        (command.upgrade if target == "head" else command.downgrade)(config, target)
+    for target in _head_and_back(config, "0008"):
         with engine.connect() as connection:
             counts = {t: _count(connection, t) for t in ("consents", "vault_accounts")}
         assert counts == {"consents": 1, "vault_accounts": 1}, target
@@ -199,11 +210,8 @@ def test_migrations_on_sqlite_never_cascade_deletes(empty_database):
     config = migrate.alembic_config(url, engine)
     command.upgrade(config, "0001")
     with engine.begin() as connection:
-        _insert(connection, "users", id="u1", username="alice")
-        _insert(connection, "clients", client_id="c1", scope="openid")
-        _insert(connection, "consents", user_id="u1", client_id="c1", scope="openid")
-    for step in ("head", "0001", "head"):
-        (command.upgrade if step == "head" else command.downgrade)(config, step)
+        _alice_consents(connection)
+    for step in _head_and_back(config, "0001"):
         with engine.connect() as connection:
             assert _count(connection, "consents") == 1, step
     if engine.dialect.name == "sqlite":
