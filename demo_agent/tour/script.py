@@ -26,6 +26,44 @@ from .settings import TourSettings
 from .user import SimulatedUser, TourError
 
 
+def run_beside(ask: Callable[[], bool], person: Callable[[], None], person_seconds: float) -> bool:
+    """`ask`'s answer, with `person` acting on another thread meanwhile.
+
+    The agent may be waiting for the person (an approval): should the person fail (the
+    browser does not start, a page is not what was expected), the tour stops at once
+    rather than wait for the request to expire. The agent's thread is a daemon, ended
+    with the tour; an exception of the agent's own is raised here as it was."""
+    person_failed: list[BaseException] = []
+    outcome: list[bool] = []
+    agent_failed: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            person()
+        except BaseException as error:  # noqa: BLE001 (reported on the main thread)
+            person_failed.append(error)
+
+    def answer() -> None:
+        try:
+            outcome.append(ask())
+        except BaseException as error:  # noqa: BLE001 (re-raised on the main thread)
+            agent_failed.append(error)
+
+    helper = threading.Thread(target=act, daemon=True)
+    asking = threading.Thread(target=answer, daemon=True)
+    helper.start()
+    asking.start()
+    while asking.is_alive() and not person_failed:
+        asking.join(0.1)
+    if not person_failed and not agent_failed:
+        helper.join(person_seconds)
+    if person_failed:
+        raise TourError(f"the simulated user failed: {person_failed[0]}")
+    if agent_failed:
+        raise agent_failed[0]
+    return outcome[0]
+
+
 class Tour:
     def __init__(self, settings: TourSettings, out: Callable[[str], None] = print) -> None:
         self.settings = settings
@@ -64,22 +102,9 @@ class Tour:
 
     def ask_while(self, text: str, expect_done: bool, person: Callable[[], None]) -> None:
         """Ask, while the person acts in the browser at the same time (as they would)."""
-        failures: list[BaseException] = []
-
-        def act() -> None:
-            try:
-                person()
-            except BaseException as error:  # noqa: BLE001 (re-raised on the main thread)
-                failures.append(error)
-
-        helper = threading.Thread(target=act, daemon=True)
         self.seen.drain()
-        helper.start()
         self.narrator.line(f"you> {text}")
-        done = self.agent.handle(text)
-        helper.join(WAIT_SECONDS)
-        if failures:
-            raise TourError(f"the simulated user failed: {failures[0]}")
+        done = run_beside(lambda: self.agent.handle(text), person, WAIT_SECONDS)
         if done != expect_done:
             raise TourError(f"{text!r} ended {'done' if done else 'not done'}, unexpectedly")
 

@@ -126,3 +126,35 @@ def test_a_failed_sign_in_is_reported_without_the_code_in_the_url():
         time.sleep(0.05)
     assert any("could not finish" in line for line in printed)
     assert not any(code in line for line in printed)
+
+
+def test_a_failing_person_stops_the_step_at_once():
+    """The agent waits for an approval that a person whose browser did not start will
+    never give: the step stops at the person's failure, not when the request expires."""
+    from threading import Event
+
+    from demo_agent.tour.script import run_beside
+
+    never = Event()
+
+    def person() -> None:
+        raise RuntimeError("the browser did not start")
+
+    started = time.monotonic()
+    with pytest.raises(TourError, match="the browser did not start"):
+        run_beside(lambda: never.wait(30), person, 30)
+    assert time.monotonic() - started < 5
+
+
+def test_run_beside_returns_the_agents_answer_and_raises_its_errors():
+    from demo_agent.tour.script import run_beside
+
+    acted: list[str] = []
+    assert run_beside(lambda: True, lambda: acted.append("approved"), 5) is True
+    assert acted == ["approved"]
+
+    def broken() -> bool:
+        raise ValueError("planner broke")
+
+    with pytest.raises(ValueError, match="planner broke"):
+        run_beside(broken, lambda: None, 5)
