@@ -24,14 +24,10 @@ MAX_BODY = 16 * 1024
 HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class _Malformed(ValueError):
-    pass
-
-
 def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
-        raise _Malformed("a key is repeated")
+        raise ValueError("a key is repeated")
     return dict(pairs)
 
 

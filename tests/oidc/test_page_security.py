@@ -262,3 +262,31 @@ def test_other_pages_post_only_to_self(app, alice, rp, browser, name):
     fetch, _ = PAGES[name]
     response = fetch(app, alice, rp, browser)
     assert csp_directives(response)["form-action"] == ["'self'"]
+
+
+def test_form_action_never_takes_a_source_that_would_start_a_directive(app):
+    """A redirect URI whose host part holds `;` would end the form-action source list and
+    start a directive of its own (here `sandbox`): such an origin is left out, a plain one
+    is kept. (Registration refuses such URIs too; this is the page's own guard.)"""
+    from flask import Response
+
+    from authserver.web.security import _security_headers, allow_form_redirect_to
+
+    with app.test_request_context("/consent"):
+        allow_form_redirect_to("https://a.example;sandbox/cb")
+        allow_form_redirect_to("https://ok.example/cb")
+        response = _security_headers(Response("page", mimetype="text/html"))
+    assert csp_directives(response)["form-action"] == ["'self'", "https://ok.example"]
+    assert "sandbox" not in response.headers["Content-Security-Policy"]
+
+
+def test_consent_names_the_app_a_private_use_scheme_opens(app, browser, alice):
+    """RFC 8252 §7.1: a native app's private-use scheme has no host to show; the consent
+    page says which scheme's app the person goes back to (not an empty name)."""
+    native = make_client(
+        app, "native-app", auth_method="none", redirect_uris=["com.example.app:/callback"]
+    )
+    browser.login("alice", DEFAULT_PASSWORD)
+    params = code_params(native.client_id, "com.example.app:/callback", Pkce.new())
+    page = browser.client.get("/consent?" + urlencode(params)).get_data(as_text=True)
+    assert "<strong>the app registered for com.example.app: links</strong>" in page
