@@ -36,6 +36,7 @@ def _endpoints(issuer: str, settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/revoke",
         "end_session_endpoint": f"{issuer}/logout",
         "backchannel_authentication_endpoint": f"{issuer}/bc-authorize",
+        "pushed_authorization_request_endpoint": f"{issuer}/par",  # RFC 9126 §5
     }
     if settings.registration_enabled:
         endpoints["registration_endpoint"] = f"{issuer}/register"
@@ -57,6 +58,7 @@ def server_metadata(settings: Settings, session: Session) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
+        "require_pushed_authorization_requests": False,  # RFC 9126 §5: /authorize takes both
         "authorization_response_iss_parameter_supported": True,
         "claims_supported": [
             "sub",

@@ -12,7 +12,13 @@ from vault.retirement import Removed, purge_unused
 
 from .audit import AuditEntry, make_row
 from .db import transaction
-from .models import AccessTokenRecord, AuthorizationCode, BrowserSession, now
+from .models import (
+    AccessTokenRecord,
+    AuthorizationCode,
+    BrowserSession,
+    PushedAuthorizationRequest,
+    now,
+)
 
 DAY = 24 * 3600
 # Kept a little after expiry, so a late replay is still recognised as one.
@@ -51,6 +57,9 @@ def purge(runtime: Any, unused_days: int) -> dict[str, int]:
         browsers = session.execute(
             delete(BrowserSession).where(BrowserSession.expires_at < now())
         ).rowcount
+        pushed = session.execute(
+            delete(PushedAuthorizationRequest).where(PushedAuthorizationRequest.expires_at < cutoff)
+        ).rowcount
     return {
         "accounts": accounts,
         "revoked_upstream": sum(one.revoked_upstream for one in removed),
@@ -58,4 +67,5 @@ def purge(runtime: Any, unused_days: int) -> dict[str, int]:
         "codes": codes,
         "access_token_records": tokens,
         "browser_sessions": browsers,
+        "pushed_authorization_requests": pushed,
     }

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # `python bench/profile_cc.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import loadgen, servers  # noqa: E402
-from bench.harness import Cleanup, log, pick_cores  # noqa: E402
+from bench.harness import Cleanup, ensure_wrk, log, pick_cores  # noqa: E402
 from bench.profile_parts import (  # noqa: E402
     app_for,
     components,
@@ -161,6 +161,7 @@ def under_py_spy(
     py_spy = shutil.which("py-spy") or str(servers.BIN / "py-spy")
     if not Path(py_spy).exists():
         return {"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}
+    ensure_wrk()
     servers.start(server, cleanup, cores[0])
     assert server.machine_client is not None
     worker = servers.worker_pid(server)

@@ -4,7 +4,14 @@ from .audit import AuditEvent, AuditHead
 from .base import Base, new_id, now
 from .ciba import APPROVED, DENIED, PENDING, REDEEMED, BackchannelRequest, Notification
 from .clients import Client, ResourceServer
-from .grants import AccessTokenRecord, AuthorizationCode, Consent, Grant, RefreshToken
+from .grants import (
+    AccessTokenRecord,
+    AuthorizationCode,
+    Consent,
+    Grant,
+    PushedAuthorizationRequest,
+    RefreshToken,
+)
 from .keys import ServerSecret, SigningKey
 from .rar import AuthorizationDetailType
 from .ratelimit import RateLimitCounter
@@ -27,6 +34,7 @@ __all__ = [
     "Consent",
     "Grant",
     "Notification",
+    "PushedAuthorizationRequest",
     "RateLimitCounter",
     "RefreshToken",
     "ResourceServer",

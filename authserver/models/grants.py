@@ -109,3 +109,24 @@ class Consent(Base):
         JsonValue, default=dict, server_default="{}"
     )
     updated_at: Mapped[int] = mapped_column(default=now)
+
+
+class PushedAuthorizationRequest(Base):
+    """An authorization request a client pushed to /par (RFC 9126), until it is answered.
+
+    The browser then carries only `client_id` and the `request_uri` naming this row, so a
+    request of any size survives the trip through sign-in and consent. The reference is
+    stored as a digest, like every other bearer value.
+    """
+
+    __tablename__ = "pushed_authorization_requests"
+
+    reference_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), index=True
+    )
+    # [name, value] pairs in the order pushed: `resource` may repeat (RFC 8707).
+    parameters: Mapped[list[list[str]]] = mapped_column(JsonValue)
+    created_at: Mapped[int] = mapped_column(default=now)
+    expires_at: Mapped[int] = mapped_column(index=True)
+    used_at: Mapped[int | None] = mapped_column()

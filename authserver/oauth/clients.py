@@ -15,8 +15,9 @@ from ..credentials import matches_digest
 from ..registry import ClientSnapshot
 
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
-# Endpoints other than /token at which a public client may identify itself by id only.
-PUBLIC_CLIENT_ENDPOINTS = ("revocation", "token")
+# Endpoints at which a public client may identify itself by id only: /token, /revoke and
+# /par (RFC 9126 §2: a public client pushes its request as it would send it to /authorize).
+PUBLIC_CLIENT_ENDPOINTS = ("revocation", "token", "pushed_authorization")
 
 
 def _without_port(netloc: str) -> str:

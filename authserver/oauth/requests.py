@@ -33,10 +33,14 @@ class _Payload(OAuth2Payload):
 
 
 class StrictOAuth2Request(OAuth2Request):
-    def __init__(self, request: Request) -> None:
+    """`values`, when given, are the authorization request's parameters in place of the
+    HTTP request's own: those of a pushed request (RFC 9126) named by its `request_uri`."""
+
+    def __init__(self, request: Request, values: MultiDict[str, str] | None = None) -> None:
         super().__init__(method=request.method, uri=request.url, headers=request.headers)
         self._request = request
-        values = request.form if request.method == "POST" else request.args
+        if values is None:
+            values = request.form if request.method == "POST" else request.args
         self.payload = _Payload(values)
 
     @property

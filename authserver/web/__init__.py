@@ -14,6 +14,7 @@ def register(app: Flask) -> None:
     from .authorize import bp as authorize_bp
     from .connections import bp as connections_bp
     from .discovery import bp as discovery_bp
+    from .par import bp as par_bp
     from .token import bp as token_bp
     from .userinfo import bp as userinfo_bp
 
@@ -29,6 +30,7 @@ def register(app: Flask) -> None:
         authorize_bp,
         connections_bp,
         discovery_bp,
+        par_bp,
         token_bp,
         userinfo_bp,
     )
@@ -43,7 +45,7 @@ def register(app: Flask) -> None:
         ("approvals.approvals", "Approvals"),
         ("connections.accounts", "Connected accounts"),
     ]
-    for blueprint in (discovery_bp, token_bp, userinfo_bp):
+    for blueprint in (discovery_bp, par_bp, token_bp, userinfo_bp):
         csrf.exempt(blueprint)
     # Protocol endpoints that relying parties POST to directly; the pages they lead to
     # post their own forms with CSRF tokens.

@@ -14,13 +14,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from .. import rar
 from ..models import Consent, User, now
+from ..oauth import par
 from ..oauth.errors import ConsentRequiredError, LoginRequiredError
 from ..oauth.extensions.authorization_request import is_valid_state
+from ..oauth.requests import StrictOAuth2Request
 from ..oauth.scopes import scope_list
 from ..tokens import InvalidOwnToken
 from . import context
@@ -81,8 +83,48 @@ def _client_id_or_none() -> str | None:
     return value[:64] if isinstance(value, str) else None
 
 
-def _params() -> Any:
+def _sent() -> Any:
+    """The parameters as this HTTP request carries them (query for GET, form for POST)."""
     return request.form if request.method == "POST" else request.args
+
+
+def _params() -> Any:
+    """The authorization request: the pushed one (RFC 9126) a `request_uri` names, once
+    resolved (`_grant`), else the parameters sent."""
+    pushed = g.get("pushed_parameters")
+    return pushed if pushed is not None else _sent()
+
+
+def _carried() -> list[tuple[str, str]]:
+    """What the browser carries on to the sign-in and consent pages and back: the request
+    as sent, or only `client_id` and `request_uri` for a pushed one (RFC 9126 §4: the
+    parameters are those pushed, whatever else the URL holds)."""
+    request_uri = g.get("pushed_request_uri")
+    if request_uri is not None:
+        return [("client_id", str(_sent().get("client_id"))), ("request_uri", request_uri)]
+    return [(k, v) for k, v in _sent().items(multi=True) if k not in ("csrf_token", "decision")]
+
+
+def _grant(user: User | None) -> Any:
+    """Authlib's grant for this request, from the pushed parameters if it names some."""
+    sent = _sent()
+    request_uri = sent.get("request_uri")
+    if par.is_pushed_reference(request_uri):
+        g.pushed_parameters = par.resolve(context.db(), sent.get("client_id"), request_uri)
+        g.pushed_request_uri = request_uri
+    oauth_request = StrictOAuth2Request(request, g.get("pushed_parameters"))
+    return server().get_consent_grant(request=oauth_request, end_user=user)
+
+
+def _answer_pushed_request() -> bool:
+    """A pushed request gets one answer (RFC 9126 §4); False if it already had one."""
+    request_uri = g.get("pushed_request_uri")
+    return request_uri is None or par.answer(context.db(), request_uri)
+
+
+def _already_answered() -> Any:
+    error = par.InvalidRequestUriError("This request has already been answered.")
+    return authorization_error(error)
 
 
 def _current_user() -> User | None:
@@ -109,7 +151,7 @@ def remember_sign_in_for(next_url: str) -> None:
 
 def _signed_in_for_this_request() -> bool:
     remembered = session.pop(SIGNED_IN_FOR, None)  # one use, whatever this request is
-    return remembered == _fingerprint(_params().items(multi=True))
+    return remembered == _fingerprint(_sent().items(multi=True))
 
 
 def _needs_login(grant: Any, user: User, fresh: bool) -> bool:
@@ -142,8 +184,7 @@ def _hint_matches(user: User) -> bool:
 def _login_redirect() -> Any:
     """Send the browser to sign in, then back to this same request (`remember_sign_in_for`
     lets it count that sign-in once, so max_age=0 does not loop)."""
-    params = [(key, value) for key, value in _params().items(multi=True) if key != "csrf_token"]
-    return redirect(url_for("account.login", next="/authorize?" + urlencode(params)))
+    return redirect(url_for("account.login", next="/authorize?" + urlencode(_carried())))
 
 
 def _needs_consent(grant: Any, user: User) -> bool:
@@ -176,6 +217,8 @@ def _consent_targets(grant: Any) -> list[str]:
 
 
 def _issue_code(grant: Any, user: User) -> Any:
+    if not _answer_pushed_request():
+        return _already_answered()
     grant.request.auth_time = int(session.get("auth_time", now()))
     response = server().create_authorization_response(grant_user=user, grant=grant)
     context.record(
@@ -193,7 +236,7 @@ def authorize() -> Any:
     user = _current_user()
     fresh = _signed_in_for_this_request()
     try:
-        grant = server().get_consent_grant(end_user=user)
+        grant = _grant(user)
     except OAuth2Error as error:
         return authorization_error(error)
     prompt_none = "none" in grant.request.prompts
@@ -211,14 +254,14 @@ def authorize() -> Any:
             return _redirect_error(
                 ConsentRequiredError(redirect_uri=grant.redirect_uri, state=state)
             )
-        params = [(k, v) for k, v in _params().items(multi=True) if k != "prompt"]
+        params = [(k, v) for k, v in _carried() if k != "prompt"]
         return redirect(url_for("authorize.consent") + "?" + urlencode(params))
     return _issue_code(grant, user)
 
 
 def _consent_page(grant: Any) -> str:
     client = grant.request.client.model
-    fields = [(k, v) for k, v in _params().items(multi=True) if k not in ("csrf_token", "decision")]
+    fields = _carried()
     allow_form_redirect_to(grant.redirect_uri)
     return render_template(
         "consent.html",
@@ -264,7 +307,7 @@ def consent() -> Any:
     if user is None:
         return redirect(url_for("account.login", next=request.full_path))
     try:
-        grant = server().get_consent_grant(end_user=user)
+        grant = _grant(user)
     except OAuth2Error as error:
         return authorization_error(error)
     if request.method == "GET":
@@ -283,6 +326,8 @@ def consent() -> Any:
         context.record(
             "consent", "denied", user_id=user.id, client_id=grant.request.client.client_id
         )
+        if not _answer_pushed_request():
+            return _already_answered()
         response = server().create_authorization_response(grant_user=None, grant=grant)
         context.commit()
         return response

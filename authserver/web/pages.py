@@ -15,11 +15,12 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-API_BLUEPRINTS = {"token", "userinfo", "discovery"}
+API_BLUEPRINTS = {"token", "userinfo", "discovery", "par"}
 API_PATHS = (
     "/token",
     "/introspect",
     "/revoke",
+    "/par",
     "/userinfo",
     "/register",
     "/bc-authorize",

@@ -30,7 +30,9 @@ REPEATABLE = {"resource", "audience"}
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _precheck() -> OAuth2Error | None:
+def precheck() -> OAuth2Error | None:
+    """What every POST from a client gets before its flow runs (/token, /introspect, /revoke,
+    /bc-authorize, /par): a form body, nothing in the URL, no repeats, well-formed Basic."""
     if request.mimetype != FORM_TYPE:
         return InvalidRequestError(f"The request body must be {FORM_TYPE}.")
     if request.args:
@@ -80,7 +82,7 @@ def _printable(name: str) -> str:
 UNAUDITED_ERRORS = {"authorization_pending"}
 
 
-def _refused(response: Response, event: str) -> Response:
+def audit_refusal(response: Response, event: str) -> Response:
     body: dict[str, Any] = response.get_json(silent=True) or {}
     if body.get("error") in UNAUDITED_ERRORS or context.refusal_recorded():
         return response  # a flow that audited its own refusal, with its details, says it once
@@ -110,22 +112,22 @@ def _grant_type() -> str | None:
 
 
 def _run(handler: Any, event: str) -> Response:
-    return _answer(handler, event, _precheck())
+    return _answer(handler, event, precheck())
 
 
 def _answer(handler: Any, event: str, error: OAuth2Error | None) -> Response:
     if error is not None:
-        return _refused(server().handle_error_response(None, error), event)
+        return audit_refusal(server().handle_error_response(None, error), event)
     response: Response = handler()
     if response.status_code != 200:
-        return _refused(response, event)
+        return audit_refusal(response, event)
     context.commit()
     return response
 
 
 @bp.post("/token")
 def token() -> Response:
-    error = _precheck()
+    error = precheck()
     # After the prechecks, so a grant_type sent in the URL is reported as such.
     if error is None and not request.form.get("grant_type"):
         error = InvalidRequestError("Missing 'grant_type'.")

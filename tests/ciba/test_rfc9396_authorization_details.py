@@ -12,17 +12,19 @@ it when present (`invalid_target`).
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import pytest
 from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
 
 from authserver.admin import AdminError, add_detail_type
 from authserver.db import transaction
 from authserver.models import BackchannelRequest, Consent, ResourceServer
 from tests.support.db import count, issued_counts
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_resource
-from tests.support.flows import Pkce, code_params, query_of
+from tests.support.flows import Pkce, code_params, hidden_fields, query_of
 from tests.support.oauth import introspect, redeem, redirect_error, token_error
 
 from .conftest import BROKER, TRADE, approval_form, bc_authorize, poll
@@ -462,3 +464,33 @@ def test_schema_formats_are_asserted(app, client, alice, agent, url, accepted):
         assert response.status_code == 200, response.json
     else:
         assert "url" in token_error(response, "invalid_authorization_details")["error_description"]
+
+
+def test_details_too_long_for_a_url_go_through_par(app, client, browser, alice, rp):
+    """RFC 9126 §1: details that make the request too long for a URL are
+    pushed; the browser carries only the reference through sign-in and consent, and the
+    token covers exactly what was pushed and shown."""
+    symbols = "ABCDEFGHIJ"
+    details = [trade(symbol=s, quantity=n + 1, locations=[BROKER]) for n, s in enumerate(symbols)]
+    pkce = Pkce.new()
+    params = authorize_params(rp, pkce, authorization_details=json.dumps(details), state="s" * 1000)
+    # As a URL, the sign-in page's address would pass gunicorn's request-line limit (4094).
+    assert len(urlencode({"next": "/authorize?" + urlencode(params)})) > 4096
+    pushed = client.post("/par", data=params, auth=rp.basic_auth)
+    assert pushed.status_code == 201, pushed.get_json()
+    reference = {"client_id": rp.client_id, "request_uri": pushed.get_json()["request_uri"]}
+
+    to_login = browser.client.get("/authorize", query_string=reference)
+    next_url = parse_qs(urlsplit(to_login.headers["Location"]).query)["next"][0]
+    assert len(next_url) < 200
+    back = browser.login("alice", DEFAULT_PASSWORD, next_url)
+    to_consent = browser.client.get(back.headers["Location"])
+    page = browser.client.get(to_consent.headers["Location"]).get_data(as_text=True)
+    for n, symbol in enumerate(symbols):  # every pushed action is shown to the person
+        assert f"buy {n + 1} {symbol} at no more than 120.00 USD" in page
+    fields = MultiDict(hidden_fields(page) + [("decision", "approve")])
+    code = query_of(browser.client.post("/consent", data=fields).headers["Location"])["code"]
+    tokens = redeem(client, rp, code, code_verifier=pkce.verifier)
+    assert tokens.status_code == 200, tokens.get_json()
+    assert tokens.get_json()["authorization_details"] == details
+    assert query_of(to_consent.headers["Location"]) == reference

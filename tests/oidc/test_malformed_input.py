@@ -27,7 +27,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from authserver.admin import CIBA
-from authserver.models import BackchannelRequest, Consent
+from authserver.models import BackchannelRequest, Consent, PushedAuthorizationRequest
 from tests.support.db import audit_events, count, issued_counts
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_resource, make_user
 from tests.support.flows import Browser, Pkce, code_params, csrf_token, query_of
@@ -204,6 +204,14 @@ def _token_endpoint(path: str) -> Callable[[World], Call]:
     return build
 
 
+def _par(w: World) -> Call:
+    """A push authenticated with Basic only: the body need not repeat client_id (RFC 9126
+    §2.1), so a request here names its client only through its credentials, as at /token."""
+    params = code_params(w.rp.client_id, w.rp.redirect_uri, Pkce.new())
+    del params["client_id"]
+    return Call("POST", "/par", list(params.items()), auth=w.rp.basic_auth)
+
+
 def _userinfo_post(w: World) -> Call:
     access_token = tokens_for(w.browser, w.client, w.rp)["access_token"]
     return Call("POST", "/userinfo", [("access_token", access_token)])
@@ -219,6 +227,7 @@ AUTHORIZE_PARAMS = (
     "code_challenge",
     "code_challenge_method",
 )
+PAR_PARAMS = tuple(name for name in AUTHORIZE_PARAMS if name != "client_id")
 LOGOUT_PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
 
 ENDPOINTS = [
@@ -260,6 +269,7 @@ ENDPOINTS = [
     Endpoint("introspect", "json", ("token", "token_type_hint"), _token_endpoint("/introspect")),
     Endpoint("revoke", "json", ("token", "token_type_hint"), _token_endpoint("/revoke")),
     Endpoint("userinfo_post", "json", ("access_token",), _userinfo_post),
+    Endpoint("par", "json", PAR_PARAMS, _par, issues=True),
 ]
 BY_ID = {endpoint.id: endpoint for endpoint in ENDPOINTS}
 
@@ -295,6 +305,8 @@ ACCEPTED: list[tuple[str, set[str], set[str], str]] = [
         {"missing"},
         "as at /authorize: the consent page carries the authorization request",
     ),
+    ("par", {"state", "nonce"}, {"missing"}, "as at /authorize (RFC 9126 §2.1)"),
+    ("par", {"nonce"}, {"unicode", "non_utf8"}, "as at /authorize"),
     (
         "*",
         {"scope"},
@@ -403,6 +415,9 @@ MISSING_ERRORS = {
     ("introspect", "token"): "invalid_request",
     ("revoke", "token"): "invalid_request",
     ("userinfo_post", "access_token"): "invalid_token",
+    ("par", "response_type"): "invalid_request",
+    ("par", "redirect_uri"): "invalid_request",
+    ("par", "code_challenge"): "invalid_request",
 }
 
 
@@ -459,6 +474,7 @@ def snapshot(w: World) -> dict[str, Any]:
     return {
         **issued_counts(w.app),
         "consents": count(w.app, Consent),
+        "pushed": count(w.app, PushedAuthorizationRequest),
         "browser_user": signed_in_user(w.browser.client),
         "anonymous_user": signed_in_user(w.client),
     }
@@ -475,6 +491,9 @@ def check_accepted(w: World, endpoint: Endpoint, response: Any) -> None:
         query = query_of(location)
         assert location.startswith(w.fresh.redirect_uri), location
         assert query.get("error") == "access_denied" and query.get("iss") == ISSUER, query
+    elif endpoint.id == "par":
+        assert response.status_code == 201, response.get_data(as_text=True)[:300]
+        assert response.get_json()["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
     elif endpoint.id == "login_get":
         assert 'name="password"' in assert_html_page(response, 200)
     elif endpoint.id == "login_post":
@@ -614,13 +633,14 @@ ROUTES = {
     "/token": ("POST",),
     "/introspect": ("POST",),
     "/revoke": ("POST",),
+    "/par": ("POST",),
     "/userinfo": ("GET", "POST"),
     "/.well-known/openid-configuration": ("GET",),
     "/.well-known/oauth-authorization-server": ("GET",),
     "/jwks.json": ("GET",),
     "/": ("GET",),
 }
-API_ROUTES = {"/token", "/introspect", "/revoke", "/userinfo", "/jwks.json"}
+API_ROUTES = {"/token", "/introspect", "/revoke", "/par", "/userinfo", "/jwks.json"}
 METHOD_CASES = [
     pytest.param(path, method, id=f"{path}-{method}")
     for path, allowed in ROUTES.items()
@@ -764,6 +784,7 @@ CLIENT_AUTH_ENDPOINTS = [
     pytest.param("token.introspected", _token_endpoint("/introspect"), id="introspect"),
     pytest.param("token.revoked", _token_endpoint("/revoke"), id="revoke"),
     pytest.param("ciba.requested", _bc_authorize, id="bc_authorize"),
+    pytest.param("par.pushed", _par, id="par"),
 ]
 
 

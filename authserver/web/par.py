@@ -1,0 +1,71 @@
+"""The pushed authorization request endpoint, POST /par (RFC 9126 §2).
+
+An API for clients, answered in JSON like the token endpoint (§2.3): the client
+authenticates as it does at /token (a public client names itself with `client_id`),
+the request is checked as /authorize checks it, and nothing is redirected: an error
+goes back to the client that pushed, never to a redirect URI. A good request is kept
+and answered with 201, its `request_uri` and `expires_in` (§2.2).
+"""
+
+from __future__ import annotations
+
+import json
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
+
+from ..oauth import par
+from ..oauth.requests import StrictOAuth2Request
+from . import context
+from .extensions import server
+from .token import audit_refusal, precheck
+
+bp = Blueprint("par", __name__)
+
+EVENT = "par.pushed"
+ENDPOINT = "pushed_authorization"  # the name OAuthClient.check_endpoint_auth_method is asked
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+def _push() -> Response:
+    if "request_uri" in request.form:
+        # §2.1: "The request_uri authorization request parameter is one exception, and it
+        # MUST NOT be provided."
+        raise InvalidRequestError("A pushed request must not contain 'request_uri'.")
+    oauth_request = server().create_oauth2_request(None)
+    client = server().authenticate_client(oauth_request, CLIENT_AUTH_METHODS, ENDPOINT)
+    named = request.form.get("client_id")
+    if named is not None and named != client.client_id:
+        # §2.1: the authorization request's client_id is the authenticated client.
+        raise InvalidRequestError("'client_id' is not the authenticated client.")
+    parameters = par.authorization_parameters(request.form.items(multi=True))
+    if named is None:
+        parameters.append(("client_id", client.client_id))
+    _check_as_authorize_would(parameters)
+    request_uri, lifetime = par.push(context.db(), client.client_id, parameters)
+    context.record(EVENT, client_id=client.client_id)
+    context.commit()
+    body = {"request_uri": request_uri, "expires_in": lifetime}
+    return Response(json.dumps(body), status=201, headers=server().JSON_HEADERS)
+
+
+def _check_as_authorize_would(parameters: list[tuple[str, str]]) -> None:
+    """§2.1: "The AS MUST validate the request the same way as at the authorization
+    endpoint." The same grant and checks; an error here is answered, not redirected."""
+    pushed = StrictOAuth2Request(request, MultiDict(parameters))
+    grant = server().get_authorization_grant(pushed)
+    grant.validate_authorization_request()
+
+
+@bp.post("/par")
+def pushed_authorization_request() -> Response:
+    error = precheck()
+    if error is None:
+        try:
+            return _push()
+        except OAuth2Error as raised:
+            error = raised
+    error.redirect_uri = None  # §2.3: always the JSON answer to the client, never a redirect
+    return audit_refusal(server().handle_error_response(None, error), EVENT)
