@@ -282,3 +282,45 @@ def test_id_token_uses_the_clients_registered_alg(live, alice, alg):
     assert claims["sub"] == alice.id
     assert claims["at_hash"] == at_hash(token["access_token"], alg)
     assert alg in live.metadata()["id_token_signing_alg_values_supported"]
+
+
+def test_pushed_authorization_request_over_http(live, rp, alice):
+    """RFC 9126 over loopback: the request Authlib builds is pushed to the endpoint named in
+    discovery; the browser carries only the reference through sign-in and consent; the code
+    is redeemed with the pushed challenge's verifier."""
+    oauth = OAuth2Session(
+        rp.client_id,
+        rp.client_secret,
+        scope=SCOPE,
+        redirect_uri=rp.redirect_uri,
+        code_challenge_method="S256",
+    )
+    verifier = generate_token(48)
+    long_state = generate_token(1500)  # too long to survive as a URL through the sign-in page
+    url, _ = oauth.create_authorization_url(
+        live.endpoint("authorization_endpoint"), code_verifier=verifier, state=long_state
+    )
+    pushed = requests.post(
+        live.endpoint("pushed_authorization_request_endpoint"),
+        data=query_of(url),
+        auth=(rp.client_id, rp.client_secret),
+        timeout=10,
+    )
+    assert pushed.status_code == 201, pushed.text
+    reference = pushed.json()["request_uri"]
+    short = (
+        requests.Request(
+            "GET",
+            live.endpoint("authorization_endpoint"),
+            params={"client_id": rp.client_id, "request_uri": reference},
+        )
+        .prepare()
+        .url
+    )
+    callback = LiveBrowser(live.url, "alice", DEFAULT_PASSWORD).authorize(short)
+    assert query_of(callback)["state"] == long_state
+    token = oauth.fetch_token(
+        live.endpoint("token_endpoint"), authorization_response=callback, code_verifier=verifier
+    )
+    claims = verify_access_token(live, token["access_token"], audience=live.url)
+    assert claims["sub"] == alice.id
