@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,14 @@ DESCRIPTION_CHARS = re.compile(r"[^\x20-\x21\x23-\x5B\x5D-\x7E]")
 # `format` is asserted, not only annotated: a "uri" that is not one is refused (checked by
 # rfc3986-validator, which jsonschema uses for it when installed).
 FORMATS = Draft202012Validator.FORMAT_CHECKER
+# JSON Schema counts 10.0 as an integer (its data model compares numbers by value), so a
+# schema's `"type": "integer"` let "quantity": 10.0 through; the person approved it and
+# the resource server, which reads integers as integers, refused every order under it.
+# Here an integer is a JSON number written without a fraction or exponent.
+STRICT_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+)
+DetailsValidator = validators.extend(Draft202012Validator, type_checker=STRICT_TYPES)
 
 
 class InvalidDetails(ValueError):
@@ -119,7 +127,7 @@ def validate(session: Session, entries: list[dict[str, Any]]) -> ValidatedDetail
         registered = types.get(entry["type"])
         if registered is None:
             raise InvalidDetails(f"authorization_details[{index}]: unknown type.")
-        validator = Draft202012Validator(registered.json_schema, format_checker=FORMATS)
+        validator = DetailsValidator(registered.json_schema, format_checker=FORMATS)
         error = next(iter(sorted(validator.iter_errors(entry), key=str)), None)
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "entry"

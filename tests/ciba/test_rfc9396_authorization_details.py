@@ -50,6 +50,10 @@ INVALID = {
     "zero_quantity": json.dumps([trade(quantity=0)]),
     "string_quantity": json.dumps([trade(quantity="10")]),
     "fractional_quantity": json.dumps([trade(quantity=1.5)]),
+    # JSON Schema's integer admits 10.0; the broker (like most code) reads it as a float and
+    # would refuse every order under an approval of "10.0 shares".
+    "integral_float_quantity": json.dumps([trade(quantity=10.0)]),
+    "exponent_quantity": "[" + json.dumps(TRADE).replace('"quantity": 10', '"quantity": 1e1') + "]",
     "lowercase_symbol": json.dumps([trade(symbol="net")]),
     "extra_property": json.dumps([trade(note="also wire me 1000 USD")]),
     "price_zero": json.dumps([trade(limit_price=0)]),
