@@ -178,6 +178,7 @@ def create_client(
     backchannel_mode: str | None = None,
     backchannel_endpoint: str | None = None,
     self_registered: bool = False,
+    require_par: bool = False,
 ) -> RegisteredClient:
     if auth_method not in AUTH_METHODS:
         raise AdminError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
@@ -218,6 +219,7 @@ def create_client(
         backchannel_token_delivery_mode=backchannel_mode,
         backchannel_client_notification_endpoint=backchannel_endpoint,
         self_registered=self_registered,
+        require_pushed_authorization_requests=require_par,
     )
     session.add(client)
     session.flush()

@@ -95,6 +95,7 @@ class ClientSnapshot:
     backchannel_client_notification_endpoint: str | None
     allowed_scopes: frozenset[str]
     self_registered: bool
+    require_pushed_authorization_requests: bool
 
     @classmethod
     def of(cls, row: Client) -> ClientSnapshot:
@@ -116,6 +117,7 @@ class ClientSnapshot:
             backchannel_client_notification_endpoint=row.backchannel_client_notification_endpoint,
             allowed_scopes=frozenset(row.allowed_scopes),
             self_registered=bool(row.self_registered),
+            require_pushed_authorization_requests=bool(row.require_pushed_authorization_requests),
         )
 
     @property

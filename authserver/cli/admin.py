@@ -39,6 +39,7 @@ def client_json(client: Client, secret: str | None = None) -> dict[str, Any]:
         "backchannel_token_delivery_mode": client.backchannel_token_delivery_mode,
         "backchannel_client_notification_endpoint": client.backchannel_client_notification_endpoint,
         "self_registered": bool(client.self_registered),
+        "require_pushed_authorization_requests": bool(client.require_pushed_authorization_requests),
     }
     if secret:
         data["client_secret"] = secret
@@ -121,6 +122,11 @@ def clients() -> None:
     help="CIBA token delivery mode (with the CIBA grant type).",
 )
 @click.option("--notification-endpoint", default=None, help="CIBA ping/push callback URL.")
+@click.option(
+    "--require-par",
+    is_flag=True,
+    help="Accept its authorization requests only when pushed to /par (RFC 9126).",
+)
 @json_option
 def clients_create(
     name: str,
@@ -136,6 +142,7 @@ def clients_create(
     audiences: tuple[str, ...],
     backchannel_mode: str | None,
     notification_endpoint: str | None,
+    require_par: bool,
     as_json: bool,
 ) -> None:
     """Register a client; its secret is printed once and stored only as a digest."""
@@ -155,6 +162,7 @@ def clients_create(
             allowed_audiences=list(audiences),
             backchannel_mode=backchannel_mode,
             backchannel_endpoint=notification_endpoint,
+            require_par=require_par,
         )
         data = client_json(registered.client, registered.client_secret)
     emit(data, as_json)

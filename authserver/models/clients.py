@@ -35,6 +35,11 @@ class Client(Base):
     # Registered by anyone through RFC 7591 /register, not by an operator: its name and
     # links are unverified, and the consent page says so (RFC 7591 §5).
     self_registered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # RFC 9126 §6: its authorization requests are accepted only when pushed to /par, so
+    # nothing in them can be read or changed in the browser on the way.
+    require_pushed_authorization_requests: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[int] = mapped_column(default=now)
 
     @property

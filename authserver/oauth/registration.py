@@ -52,6 +52,8 @@ METADATA_SCHEMA: dict[str, Any] = {
         "client_name": {"type": "string", "minLength": 1, "maxLength": 200},
         "scope": {"type": "string", "maxLength": 1000, "pattern": SCOPE_TOKENS},
         "id_token_signed_response_alg": {"type": "string", "maxLength": 16},
+        # RFC 9126 §6: a client may ask that its requests be accepted only when pushed.
+        "require_pushed_authorization_requests": {"type": "boolean"},
         # Not kept, but RFC 7591 §2 gives their types; a wrong one is still an error.
         "client_uri": URI,
         "logo_uri": URI,
@@ -116,6 +118,7 @@ def register(session: Session, document: Any) -> Registered:
             scope=metadata.get("scope") or "openid",
             id_token_alg=alg,
             self_registered=True,
+            require_par=metadata.get("require_pushed_authorization_requests", False),
         )
     except AdminError:  # every rule it applies was checked above; kept as a backstop
         raise RegistrationError("invalid_client_metadata", "The metadata was refused.") from None
@@ -201,6 +204,7 @@ def _response(client: Any, secret: str | None) -> dict[str, Any]:
         "token_endpoint_auth_method": client.token_endpoint_auth_method,
         "scope": client.scope,
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "require_pushed_authorization_requests": client.require_pushed_authorization_requests,
     }
     if client.post_logout_redirect_uris:
         body["post_logout_redirect_uris"] = list(client.post_logout_redirect_uris)

@@ -39,6 +39,8 @@ class StrictOAuth2Request(OAuth2Request):
     def __init__(self, request: Request, values: MultiDict[str, str] | None = None) -> None:
         super().__init__(method=request.method, uri=request.url, headers=request.headers)
         self._request = request
+        # Whether the parameters are a pushed request's (RFC 9126), not the URL's or form's.
+        self.pushed = values is not None
         if values is None:
             values = request.form if request.method == "POST" else request.args
         self.payload = _Payload(values)

@@ -167,6 +167,7 @@ def test_client_secret_is_printed_once(workspace):
     )
     secret = created["client_secret"]
     assert created["client_id"] == "cli-web" and len(secret) >= 43
+    assert created["require_pushed_authorization_requests"] is False
     assert created["redirect_uris"] == ["https://app.example.com/callback"]
     listing, bad_uri = workspace.run_many(
         ["clients", "list", "--json"],
@@ -810,3 +811,23 @@ def test_database_url_problems_are_operator_errors(workspace, tmp_path, url, mes
     assert result.exit_code == 1, output
     assert message in result.stderr
     assert "Traceback" not in output and "S3cretPW" not in output
+
+
+def test_clients_create_require_par(workspace):
+    """`clients create --require-par` registers a client whose requests must be pushed
+    (RFC 9126 §6); the listing shows it."""
+    created = workspace.json(
+        "clients",
+        "create",
+        "--name",
+        "Pushed only",
+        "--client-id",
+        "pushed-only",
+        "--redirect-uri",
+        "https://pushed.example.com/callback",
+        "--require-par",
+        "--json",
+    )
+    assert created["require_pushed_authorization_requests"] is True
+    listed = {c["client_id"]: c for c in workspace.json("clients", "list", "--json")}
+    assert listed["pushed-only"]["require_pushed_authorization_requests"] is True

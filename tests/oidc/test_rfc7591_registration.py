@@ -227,6 +227,7 @@ LOOPBACK = "http://127.0.0.1/cb"
         ({"redirect_uris": [LOOPBACK], "jwks": []}, None),
         ({"redirect_uris": [LOOPBACK], "jwks": {"keys": [{}]}}, None),
         ({"redirect_uris": [LOOPBACK], "jwks": {"keys": "x"}}, None),
+        ({"redirect_uris": [LOOPBACK], "require_pushed_authorization_requests": "yes"}, None),
         ({"redirect_uris": LOOPBACK}, "invalid_redirect_uri"),
         ({"redirect_uris": [LOOPBACK, LOOPBACK]}, "invalid_redirect_uri"),
         (
@@ -409,3 +410,19 @@ def test_logout_sends_people_to_a_self_registered_client_only_with_an_id_token(l
     )
     assert hinted.status_code == 302
     assert hinted.headers["Location"] == "https://evil.example/landing"
+
+
+def test_a_client_may_register_to_push_every_request(live):
+    """RFC 9126 §6: `require_pushed_authorization_requests` is client metadata; a client
+    that sets it gets its requests refused unless pushed, as an operator's would."""
+    document = {
+        "redirect_uris": ["https://pushed.example.com/cb"],
+        "require_pushed_authorization_requests": True,
+    }
+    answer = requests.post(live.endpoint("registration_endpoint"), json=document, timeout=10)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["require_pushed_authorization_requests"] is True
+    with live.app.extensions["authserver"].session_factory() as session:
+        client = session.get(Client, body["client_id"])
+        assert client is not None and client.require_pushed_authorization_requests

@@ -388,3 +388,30 @@ def test_a_client_with_too_many_open_requests_waits(app, client, signed_in, nati
 
     approve(signed_in, authorize_by_reference(signed_in, native.client_id, first))
     pushed_uri(push(client, native))
+
+
+# §6: a client registered to push every request.
+
+
+@pytest.fixture
+def par_only(app):
+    return make_client(app, "par-only", scope="openid profile", require_par=True)
+
+
+def test_a_client_that_must_push_is_refused_at_authorize(app, client, signed_in, par_only, issuer):
+    """§6: "the authorization server MUST only accept authorization request parameters via
+    PAR" for such a client: a request sent through the browser is invalid_request, sent back
+    to its registered redirect URI (the client and redirect URI are known good), no code."""
+    before = issued_counts(app)
+    response = signed_in.client.get("/authorize?" + urlencode(request_params(par_only)))
+    query = query_of(response.headers["Location"])
+    assert response.headers["Location"].startswith(par_only.redirect_uri)
+    assert (query["error"], query["iss"]) == ("invalid_request", issuer)
+    assert "/par" in query["error_description"]
+    assert issued_counts(app) == before
+
+
+def test_a_client_that_must_push_signs_in_through_par(app, client, signed_in, par_only):
+    request_uri = pushed_uri(push(client, par_only))
+    response = authorize_by_reference(signed_in, par_only.client_id, request_uri)
+    assert "code" in query_of(approve(signed_in, response).headers["Location"])

@@ -47,6 +47,14 @@ def check_single_valued(grant: Any) -> None:
             raise InvalidRequestError(f"Multiple '{name}' in request.")
 
 
+def check_pushed_if_required(grant: Any) -> None:
+    """RFC 9126 §6: a client registered with require_pushed_authorization_requests sends its
+    requests only through /par; one sent straight to /authorize is refused."""
+    client = grant.request.client.model
+    if client.require_pushed_authorization_requests and not getattr(grant.request, "pushed", False):
+        raise InvalidRequestError("This client must push its authorization requests to /par.")
+
+
 def check_unsupported_parameters(grant: Any) -> None:
     """OIDC Core §6: request objects are not supported; say so with the registered codes."""
     data = grant.request.payload.data
@@ -124,6 +132,7 @@ def check_authorization_details(grant: Any) -> None:
 
 CHECKS = (
     check_single_valued,
+    check_pushed_if_required,
     check_unsupported_parameters,
     check_lengths,
     check_prompt_and_max_age,
