@@ -159,22 +159,28 @@ class Throttled:
 class RegistrationThrottle:
     """Dynamic client registrations (RFC 7591) counted per client address, each attempt
     whatever its outcome: open registration must not let one address fill the database.
-    An IPv6 address counts for its /64, which one host usually has whole."""
+    An IPv6 address counts for its /64, which one host usually has whole. A second limit
+    counts every address together: someone with many addresses (a /48 holds 65,536 /64s)
+    gets no further than that."""
 
-    def __init__(self, storage: Storage, rate: str) -> None:
+    def __init__(self, storage: Storage, rate: str, global_rate: str) -> None:
         self._limiter = FixedWindowRateLimiter(storage)
         self._rate: RateLimitItem = parse(rate)
+        self._global_rate: RateLimitItem = parse(global_rate)
 
     def reserve(self, address: str) -> Throttled | None:
-        """Count this attempt; how long to wait when it is over the limit."""
-        key = ("register-addr", _network(address))
-        if self._limiter.hit(self._rate, *key):
+        """Count this attempt; how long to wait when it is over a limit."""
+        throttled = self._hit(self._rate, ("register-addr", _network(address)))
+        return throttled or self._hit(self._global_rate, ("register-all",))
+
+    def _hit(self, rate: RateLimitItem, key: tuple[str, ...]) -> Throttled | None:
+        if self._limiter.hit(rate, *key):
             return None
-        stats = self._limiter.get_window_stats(self._rate, *key)
-        count = self._limiter.storage.get(self._rate.key_for(*key))
+        stats = self._limiter.get_window_stats(rate, *key)
+        count = self._limiter.storage.get(rate.key_for(*key))
         return Throttled(
             retry_after=max(1, math.ceil(stats.reset_time - time.time())),
-            first=count == self._rate.amount + 1,
+            first=count == rate.amount + 1,
         )
 
 

@@ -51,6 +51,8 @@ class Settings:
     login_rate_limit: str = "10/5 minutes"
     registration_enabled: bool = False
     registration_rate_limit: str = "20/hour"
+    # Every address together; the bound on what open registration can write in an hour.
+    registration_global_rate_limit: str = "500/hour"
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -196,6 +198,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         registration_enabled=(_env(environ, "REGISTRATION_ENABLED") or "").lower()
         in ("1", "true", "yes"),
         registration_rate_limit=_env(environ, "REGISTRATION_RATE_LIMIT") or "20/hour",
+        registration_global_rate_limit=(
+            _env(environ, "REGISTRATION_GLOBAL_RATE_LIMIT") or "500/hour"
+        ),
         argon2_time_cost=_int(environ, "ARGON2_TIME_COST", 3),
         argon2_memory_kib=_int(environ, "ARGON2_MEMORY_KIB", 65536),
         argon2_parallelism=_int(environ, "ARGON2_PARALLELISM", 4),
@@ -240,6 +245,7 @@ def check_settings(settings: Settings) -> Settings:
     for name, rate in (
         ("LOGIN_RATE_LIMIT", settings.login_rate_limit),
         ("REGISTRATION_RATE_LIMIT", settings.registration_rate_limit),
+        ("REGISTRATION_GLOBAL_RATE_LIMIT", settings.registration_global_rate_limit),
     ):
         try:
             parse_rate(rate)

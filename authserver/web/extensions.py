@@ -38,7 +38,7 @@ class _OAuthServerHolder:
         storage = make_storage(settings.redis_url, context.db)
         app.extensions["login_throttle"] = LoginThrottle(storage, settings.login_rate_limit)
         app.extensions["registration_throttle"] = RegistrationThrottle(
-            storage, settings.registration_rate_limit
+            storage, settings.registration_rate_limit, settings.registration_global_rate_limit
         )
 
 

@@ -352,6 +352,32 @@ def test_registrations_are_limited_per_address(migrated_database):
         app.extensions["authserver"].engine.dispose()
 
 
+def test_registrations_are_limited_across_addresses(migrated_database):
+    """Per-address limits alone let someone with many addresses register without end (an
+    IPv6 /48 holds 65,536 /64s): all addresses together have a limit too, with 429 and
+    Retry-After past it and nothing written."""
+    app = build_test_app(
+        migrated_database,
+        registration_enabled=True,
+        registration_rate_limit="5/hour",
+        registration_global_rate_limit="3/hour",
+    )
+    try:
+        reset_database(app)
+        http = app.test_client()
+        for n in range(3):
+            address = {"REMOTE_ADDR": f"2001:db8:{n}::1"}
+            assert http.post("/register", json=WEB, environ_base=address).status_code == 201
+        elsewhere = {"REMOTE_ADDR": "198.51.100.7"}
+        throttled = http.post("/register", json=WEB, environ_base=elsewhere)
+        assert throttled.status_code == 429
+        assert 1 <= int(throttled.headers["Retry-After"]) <= 3600
+        assert _count(app, Client) == 3
+    finally:
+        reset_database(app)
+        app.extensions["authserver"].engine.dispose()
+
+
 def test_a_failed_request_is_shown_not_redirected_to_a_self_registered_client(live):
     """RFC 9700 §4.11.2: anyone can register a client whose redirect URI is a phishing page
     and send people a request that fails on purpose (here an unknown scope). For such a

@@ -375,7 +375,12 @@ def test_production_approval_webhook_with_tls_and_secret_starts(instance):
 
 
 @pytest.mark.parametrize(
-    "name", ["AUTHSERVER_LOGIN_RATE_LIMIT", "AUTHSERVER_REGISTRATION_RATE_LIMIT"]
+    "name",
+    [
+        "AUTHSERVER_LOGIN_RATE_LIMIT",
+        "AUTHSERVER_REGISTRATION_RATE_LIMIT",
+        "AUTHSERVER_REGISTRATION_GLOBAL_RATE_LIMIT",
+    ],
 )
 @pytest.mark.parametrize("value", ["often", "10 per", "-1/hour"])
 def test_unreadable_rate_limits_are_refused_at_startup(instance, name, value):
@@ -390,7 +395,11 @@ def test_registration_settings_are_read(instance):
         instance,
         AUTHSERVER_REGISTRATION_ENABLED="true",
         AUTHSERVER_REGISTRATION_RATE_LIMIT="5/minute",
+        AUTHSERVER_REGISTRATION_GLOBAL_RATE_LIMIT="50/minute",
     )
     settings = check_settings(load_settings(env))
     assert settings.registration_enabled and settings.registration_rate_limit == "5/minute"
+    assert settings.registration_global_rate_limit == "50/minute"
+    default = check_settings(load_settings(production_env(instance)))
+    assert default.registration_global_rate_limit == "500/hour"
     assert not check_settings(load_settings(production_env(instance))).registration_enabled
