@@ -170,18 +170,36 @@ class RegistrationThrottle:
 
     def reserve(self, address: str) -> Throttled | None:
         """Count this attempt; how long to wait when it is over a limit."""
-        throttled = self._hit(self._rate, ("register-addr", _network(address)))
-        return throttled or self._hit(self._global_rate, ("register-all",))
+        key = ("register-addr", _network(address))
+        throttled = _count(self._limiter, self._rate, key)
+        return throttled or _count(self._limiter, self._global_rate, ("register-all",))
 
-    def _hit(self, rate: RateLimitItem, key: tuple[str, ...]) -> Throttled | None:
-        if self._limiter.hit(rate, *key):
-            return None
-        stats = self._limiter.get_window_stats(rate, *key)
-        count = self._limiter.storage.get(rate.key_for(*key))
-        return Throttled(
-            retry_after=max(1, math.ceil(stats.reset_time - time.time())),
-            first=count == rate.amount + 1,
-        )
+
+class PushThrottle:
+    """Pushed authorization requests (RFC 9126) that no client secret vouches for: a public
+    client pushes with its client_id alone, so anyone can push in its name. Counted per
+    address (an IPv6 address for its /64), each attempt whatever its outcome."""
+
+    def __init__(self, storage: Storage, rate: str) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._rate: RateLimitItem = parse(rate)
+
+    def reserve(self, address: str) -> Throttled | None:
+        return _count(self._limiter, self._rate, ("par-addr", _network(address)))
+
+
+def _count(
+    limiter: FixedWindowRateLimiter, rate: RateLimitItem, key: tuple[str, ...]
+) -> Throttled | None:
+    """Count one attempt under `key`; None while within `rate`, else how long to wait."""
+    if limiter.hit(rate, *key):
+        return None
+    stats = limiter.get_window_stats(rate, *key)
+    count = limiter.storage.get(rate.key_for(*key))
+    return Throttled(
+        retry_after=max(1, math.ceil(stats.reset_time - time.time())),
+        first=count == rate.amount + 1,
+    )
 
 
 def _network(address: str) -> str:

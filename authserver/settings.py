@@ -53,6 +53,8 @@ class Settings:
     registration_rate_limit: str = "20/hour"
     # Every address together; the bound on what open registration can write in an hour.
     registration_global_rate_limit: str = "500/hour"
+    # Pushed authorization requests of public clients, per address (RFC 9126 §2.3).
+    par_rate_limit: str = "60/minute"
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -201,6 +203,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         registration_global_rate_limit=(
             _env(environ, "REGISTRATION_GLOBAL_RATE_LIMIT") or "500/hour"
         ),
+        par_rate_limit=_env(environ, "PAR_RATE_LIMIT") or "60/minute",
         argon2_time_cost=_int(environ, "ARGON2_TIME_COST", 3),
         argon2_memory_kib=_int(environ, "ARGON2_MEMORY_KIB", 65536),
         argon2_parallelism=_int(environ, "ARGON2_PARALLELISM", 4),
@@ -246,6 +249,7 @@ def check_settings(settings: Settings) -> Settings:
         ("LOGIN_RATE_LIMIT", settings.login_rate_limit),
         ("REGISTRATION_RATE_LIMIT", settings.registration_rate_limit),
         ("REGISTRATION_GLOBAL_RATE_LIMIT", settings.registration_global_rate_limit),
+        ("PAR_RATE_LIMIT", settings.par_rate_limit),
     ):
         try:
             parse_rate(rate)

@@ -8,8 +8,8 @@ parameter can be changed on the way.
 
 A `request_uri` is a bearer reference: 256 bits from `secrets`, stored as a SHA-256
 digest, bound to the client that pushed it (§7.3), short-lived, and answered once: the
-first code or denial sent back for it ends it (§4 "SHOULD treat request_uri values as
-one-time use"; reloading the sign-in or consent page before that still works).
+first code, denial or error sent back for it ends it (§4 "SHOULD treat request_uri values
+as one-time use"; reloading the sign-in or consent page before that still works).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from authlib.oauth2 import OAuth2Error
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
@@ -33,10 +33,32 @@ CLIENT_AUTHENTICATION_PARAMETERS = frozenset(
     {"client_secret", "client_assertion", "client_assertion_type"}
 )
 MAX_REQUEST_URI_LENGTH = len(REQUEST_URI_PREFIX) + 128
-# A public client pushes with its client_id alone, so anyone can push in its name: each
-# push is a row until it expires. Past this many open at once, pushes wait (429) rather
-# than fill the database; the client's people can still use plain /authorize meanwhile.
-MAX_OPEN_PER_CLIENT = 1000
+# The parameters /authorize reads; RFC 6749 §3.1: others "MUST" be ignored, so they are
+# not kept either (a push of unknown fields must not become a large row).
+RECOGNIZED_PARAMETERS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "prompt",
+        "max_age",
+        "response_mode",
+        "resource",
+        "authorization_details",
+        "id_token_hint",
+    }
+)
+# Each push is a row until it is answered or expires. Past this many open at once, a
+# client's pushes wait (429) rather than fill the database. A public client pushes with
+# its client_id alone (anyone can push in its name; the per-address PushThrottle comes
+# first); a confidential client is accountable for its own pushes and gets more room.
+MAX_OPEN_PER_PUBLIC_CLIENT = 1000
+MAX_OPEN_PER_CONFIDENTIAL_CLIENT = 10_000
 
 
 class InvalidRequestUriError(OAuth2Error):
@@ -70,30 +92,42 @@ def authorization_parameters(pairs: Iterable[tuple[str, str]]) -> list[tuple[str
     return [(name, value) for name, value in pairs if name not in CLIENT_AUTHENTICATION_PARAMETERS]
 
 
-def push(session: Session, client_id: str, parameters: list[tuple[str, str]]) -> tuple[str, int]:
+def push(
+    session: Session, client_id: str, parameters: list[tuple[str, str]], public: bool
+) -> tuple[str, int]:
     """Keep a checked request; returns its `request_uri` (shown once) and lifetime."""
-    _check_room(session, client_id)
+    _make_room(session, client_id, public)
     reference = new_secret_value()
+    kept = [[name, value] for name, value in parameters if name in RECOGNIZED_PARAMETERS]
     session.add(
         PushedAuthorizationRequest(
             reference_hash=digest(reference),
             client_id=client_id,
-            parameters=[[name, value] for name, value in parameters],
+            parameters=kept,
             expires_at=now() + LIFETIME_SECONDS,
         )
     )
     return REQUEST_URI_PREFIX + reference, LIFETIME_SECONDS
 
 
-def _check_room(session: Session, client_id: str) -> None:
+def _make_room(session: Session, client_id: str, public: bool) -> None:
+    """Drop the client's answered and expired requests (they open nothing any more: an
+    unknown reference gets the same answer), then count what is left against its cap. Every
+    row the client has is then counted, so the cap bounds what it can make us store."""
     moment = now()
-    open_requests = select(func.count(), func.min(PushedAuthorizationRequest.expires_at)).where(
-        PushedAuthorizationRequest.client_id == client_id,
-        PushedAuthorizationRequest.used_at.is_(None),
-        PushedAuthorizationRequest.expires_at > moment,
+    table = PushedAuthorizationRequest
+    session.execute(
+        delete(table)
+        .where(table.client_id == client_id)
+        .where(or_(table.used_at.is_not(None), table.expires_at <= moment))
+        .execution_options(synchronize_session=False)
     )
-    count, first_expiry = session.execute(open_requests).one()
-    if count >= MAX_OPEN_PER_CLIENT:
+    kept = session.execute(
+        select(func.count(), func.min(table.expires_at)).where(table.client_id == client_id)
+    )
+    count, first_expiry = kept.one()
+    cap = MAX_OPEN_PER_PUBLIC_CLIENT if public else MAX_OPEN_PER_CONFIDENTIAL_CLIENT
+    if count >= cap:  # about: on PostgreSQL, pushes at the same instant may pass it together
         raise TooManyPushedRequestsError(max(1, (first_expiry or moment) - moment))
 
 

@@ -43,6 +43,11 @@ SCOPE_DESCRIPTIONS = {
 def _redirect_error(error: OAuth2Error) -> Any:
     if error.state and not is_valid_state(error.state):
         error.state = None  # never echo a malformed or oversized state into a Location header
+    if g.get("pushed_request_uri") is not None:
+        # An error sent back to the client answers a pushed request as a code does.
+        if not _answer_pushed_request():
+            return _already_answered()
+        context.commit()
     _, _, headers = error()
     location = add_params_to_uri(dict(headers)["Location"], [("iss", _issuer())])
     if _self_registered_client():
@@ -117,9 +122,13 @@ def _grant(user: User | None) -> Any:
 
 
 def _answer_pushed_request() -> bool:
-    """A pushed request gets one answer (RFC 9126 §4); False if it already had one."""
+    """A pushed request gets one answer (RFC 9126 §4); False if it already had one.
+    Claimed once per HTTP request, in the transaction that writes the answer."""
     request_uri = g.get("pushed_request_uri")
-    return request_uri is None or par.answer(context.db(), request_uri)
+    if request_uri is None or g.get("pushed_answered"):
+        return True
+    g.pushed_answered = par.answer(context.db(), request_uri)
+    return bool(g.pushed_answered)
 
 
 def _already_answered() -> Any:
@@ -220,7 +229,11 @@ def _issue_code(grant: Any, user: User) -> Any:
     if not _answer_pushed_request():
         return _already_answered()
     grant.request.auth_time = int(session.get("auth_time", now()))
-    response = server().create_authorization_response(grant_user=user, grant=grant)
+    # The grant's own request: for a pushed one, `state` must be the pushed state, not
+    # whatever the consent form carries (Authlib reads an error's state from `request`).
+    response = server().create_authorization_response(
+        request=grant.request, grant_user=user, grant=grant
+    )
     context.record(
         "authorize",
         user_id=user.id,
@@ -313,6 +326,12 @@ def consent() -> Any:
     if request.method == "GET":
         return _consent_page(grant)
     decision = request.form.get("decision")
+    if decision not in ("approve", "deny"):
+        return error_page("Choose approve or deny", "The form did not say what you decided.", 400)
+    # Claimed before anything is written: of two approvals of one pushed request racing,
+    # the second stops here, before it records a consent that led to nothing.
+    if not _answer_pushed_request():
+        return _already_answered()
     if decision == "approve":
         _remember_consent(user, grant)
         context.record(
@@ -322,13 +341,9 @@ def consent() -> Any:
             details={"scope": grant.request.scope},
         )
         return _issue_code(grant, user)
-    if decision == "deny":
-        context.record(
-            "consent", "denied", user_id=user.id, client_id=grant.request.client.client_id
-        )
-        if not _answer_pushed_request():
-            return _already_answered()
-        response = server().create_authorization_response(grant_user=None, grant=grant)
-        context.commit()
-        return response
-    return error_page("Choose approve or deny", "The form did not say what you decided.", 400)
+    context.record("consent", "denied", user_id=user.id, client_id=grant.request.client.client_id)
+    response = server().create_authorization_response(
+        request=grant.request, grant_user=None, grant=grant
+    )
+    context.commit()
+    return response

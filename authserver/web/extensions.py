@@ -9,7 +9,7 @@ from flask_wtf.csrf import CSRFProtect
 from ..models import User
 from ..oauth import build_authorization_server
 from ..oauth.server import AuthorizationServer
-from ..ratelimit import LoginThrottle, RegistrationThrottle, make_storage
+from ..ratelimit import LoginThrottle, PushThrottle, RegistrationThrottle, make_storage
 from . import browser_sessions, context
 
 csrf = CSRFProtect()
@@ -40,6 +40,7 @@ class _OAuthServerHolder:
         app.extensions["registration_throttle"] = RegistrationThrottle(
             storage, settings.registration_rate_limit, settings.registration_global_rate_limit
         )
+        app.extensions["push_throttle"] = PushThrottle(storage, settings.par_rate_limit)
 
 
 oauth_server = _OAuthServerHolder()
@@ -52,6 +53,11 @@ def server() -> AuthorizationServer:
 
 def login_throttle() -> LoginThrottle:
     value: LoginThrottle = current_app.extensions["login_throttle"]
+    return value
+
+
+def push_throttle() -> PushThrottle:
+    value: PushThrottle = current_app.extensions["push_throttle"]
     return value
 
 

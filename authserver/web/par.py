@@ -19,7 +19,7 @@ from werkzeug.datastructures import MultiDict
 from ..oauth import par
 from ..oauth.requests import StrictOAuth2Request
 from . import context
-from .extensions import server
+from .extensions import push_throttle, server
 from .token import audit_refusal, precheck
 
 bp = Blueprint("par", __name__)
@@ -27,9 +27,23 @@ bp = Blueprint("par", __name__)
 EVENT = "par.pushed"
 ENDPOINT = "pushed_authorization"  # the name OAuthClient.check_endpoint_auth_method is asked
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+# Parameter names and values together. The largest request /authorize accepts (16 KB of
+# authorization_details, a 2,000-character state, ...) fits well within it.
+MAX_PUSH_CHARACTERS = 32 * 1024
+
+
+class PushTooLargeError(OAuth2Error):
+    """§2.3: "413 Payload Too Large: If the request size was beyond the upper bound"."""
+
+    error = "invalid_request"
+    status_code = 413
 
 
 def _push() -> Response:
+    if sum(len(name) + len(value) for name, value in request.form.items(multi=True)) > (
+        MAX_PUSH_CHARACTERS
+    ):
+        raise PushTooLargeError("The pushed request is too large.")
     if "request_uri" in request.form:
         # §2.1: "The request_uri authorization request parameter is one exception, and it
         # MUST NOT be provided."
@@ -40,15 +54,28 @@ def _push() -> Response:
     if named is not None and named != client.client_id:
         # §2.1: the authorization request's client_id is the authenticated client.
         raise InvalidRequestError("'client_id' is not the authenticated client.")
+    public = client.model.is_public
+    if public:
+        _count_unauthenticated_push()
     parameters = par.authorization_parameters(request.form.items(multi=True))
     if named is None:
         parameters.append(("client_id", client.client_id))
     _check_as_authorize_would(parameters)
-    request_uri, lifetime = par.push(context.db(), client.client_id, parameters)
+    request_uri, lifetime = par.push(context.db(), client.client_id, parameters, public)
     context.record(EVENT, client_id=client.client_id)
     context.commit()
     body = {"request_uri": request_uri, "expires_in": lifetime}
     return Response(json.dumps(body), status=201, headers=server().JSON_HEADERS)
+
+
+def _count_unauthenticated_push() -> None:
+    """A public client's push proves nothing about who sent it: count it per address."""
+    throttled = push_throttle().reserve(context.client_address())
+    if throttled is not None and throttled.first:
+        context.record(EVENT, "throttled")  # one row per address and window, not per push
+    context.commit()  # the attempt stays counted whatever happens next
+    if throttled is not None:
+        raise par.TooManyPushedRequestsError(throttled.retry_after)
 
 
 def _check_as_authorize_would(parameters: list[tuple[str, str]]) -> None:

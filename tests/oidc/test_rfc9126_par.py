@@ -20,9 +20,10 @@ from werkzeug.datastructures import MultiDict
 
 from authserver.db import transaction
 from authserver.housekeeping import purge
-from authserver.models import AuthorizationCode, PushedAuthorizationRequest, now
+from authserver.models import AuthorizationCode, Consent, PushedAuthorizationRequest, now
 from authserver.oauth import par
 from authserver.oauth.par import REQUEST_URI_PREFIX
+from authserver.ratelimit import PushThrottle
 from tests.support.db import audit_events, count, issued_counts, rows
 from tests.support.factories import (
     DEFAULT_PASSWORD,
@@ -376,9 +377,9 @@ def test_of_two_answers_racing_only_one_counts(app, client, rp, runtime):
 
 def test_a_client_with_too_many_open_requests_waits(app, client, signed_in, native, monkeypatch):
     """§2.3: 429 when a client pushes beyond what the server allows. A public client pushes
-    with its client_id alone, so the cap on open requests bounds what anyone can make the
-    server keep in its name; an answered request frees its place."""
-    monkeypatch.setattr(par, "MAX_OPEN_PER_CLIENT", 2)
+    with its client_id alone, so the cap on its stored requests bounds what anyone can make
+    the server keep in its name; an answered request frees its place."""
+    monkeypatch.setattr(par, "MAX_OPEN_PER_PUBLIC_CLIENT", 2)
     first = pushed_uri(push(client, native))
     pushed_uri(push(client, native))
     response = push(client, native)
@@ -388,6 +389,88 @@ def test_a_client_with_too_many_open_requests_waits(app, client, signed_in, nati
 
     approve(signed_in, authorize_by_reference(signed_in, native.client_id, first))
     pushed_uri(push(client, native))
+    assert pushed_count(app) == 2  # the answered one is gone, not merely not counted
+
+
+def test_expired_requests_make_room_and_are_removed(app, client, native, runtime, monkeypatch):
+    """Every stored row counts against the cap; the client's expired ones are deleted when
+    it pushes, so they neither block it nor wait for the hourly purge."""
+    monkeypatch.setattr(par, "MAX_OPEN_PER_PUBLIC_CLIENT", 1)
+    pushed_uri(push(client, native))
+    with transaction(runtime.session_factory) as session:
+        session.execute(update(PushedAuthorizationRequest).values(expires_at=now() - 1))
+    pushed_uri(push(client, native))
+    (row,) = rows(app, PushedAuthorizationRequest)
+    assert row.expires_at > now()
+
+
+def test_unauthenticated_pushes_are_limited_per_address(app, client, native, rp, monkeypatch):
+    """A public client's push proves nothing about who sent it: past the per-address limit
+    (AUTHSERVER_PAR_RATE_LIMIT) 429 with Retry-After; confidential clients, which
+    authenticate, are not counted; a flood is one audit row."""
+    storage = app.extensions["push_throttle"]._limiter.storage
+    monkeypatch.setitem(app.extensions, "push_throttle", PushThrottle(storage, "2/hour"))
+    pushed_uri(push(client, native))
+    pushed_uri(push(client, native))
+    for _ in range(3):
+        response = push(client, native)
+        token_error(response, "invalid_request", 429)
+        assert 1 <= int(response.headers["Retry-After"]) <= 3600
+    assert pushed_count(app) == 2
+    for _ in range(3):
+        pushed_uri(push(client, rp))
+    outcomes = [row.outcome for row in audit_events(app, "par.pushed")]
+    assert outcomes.count("throttled") == 1 and outcomes.count("success") == 5
+
+
+def test_only_authorization_parameters_are_kept(app, client, rp):
+    """RFC 6749 §3.1: unknown parameters are ignored, and so not stored."""
+    params = {**request_params(rp), "junk": "x" * 20_000, "login_hint": "alice"}
+    pushed_uri(push(client, rp, params))
+    (row,) = rows(app, PushedAuthorizationRequest)
+    assert {name for name, _ in row.parameters} <= par.RECOGNIZED_PARAMETERS
+    assert "junk" not in dict(row.parameters)
+
+
+def test_an_oversized_push_is_refused(app, client, rp):
+    """§2.3: "413 Payload Too Large", as JSON, nothing stored."""
+    params = {**request_params(rp), "junk": "x" * 40_000}
+    refused(app, push(client, rp, params), "invalid_request", 413)
+
+
+def test_denying_sends_back_the_pushed_state(app, client, signed_in, rp):
+    """RFC 6749 §4.1.2.1: the error carries the request's state, the pushed one; a state
+    added to the consent form is not the request's."""
+    params = request_params(rp, state="pushed-state")
+    request_uri = pushed_uri(push(client, rp, params))
+    location = authorize_by_reference(signed_in, rp.client_id, request_uri).headers["Location"]
+    page = signed_in.client.get(location).get_data(as_text=True)
+    fields = MultiDict(hidden_fields(page) + [("decision", "deny"), ("state", "from-form")])
+    query = query_of(signed_in.client.post("/consent", data=fields).headers["Location"])
+    assert (query["error"], query["state"]) == ("access_denied", "pushed-state")
+
+
+def test_an_error_sent_back_answers_the_request(app, client, signed_in, rp):
+    """§4 one-time use: an error redirected to the client (here consent_required for
+    prompt=none) is the request's answer, as a code is."""
+    request_uri = pushed_uri(push(client, rp, request_params(rp, prompt="none")))
+    response = authorize_by_reference(signed_in, rp.client_id, request_uri)
+    assert query_of(response.headers["Location"])["error"] == "consent_required"
+    refused_at_authorize(app, authorize_by_reference(signed_in, rp.client_id, request_uri))
+
+
+def test_the_loser_of_a_race_records_no_consent(app, client, signed_in, rp, runtime, monkeypatch):
+    """The reference is claimed before the consent is written: of two approvals that both
+    read the open request, the one whose claim fails (par.answer, one conditional UPDATE)
+    writes no consent and no consent event."""
+    request_uri = pushed_uri(push(client, rp))
+    location = authorize_by_reference(signed_in, rp.client_id, request_uri).headers["Location"]
+    page = signed_in.client.get(location).get_data(as_text=True)
+    fields = MultiDict(hidden_fields(page) + [("decision", "approve")])
+    monkeypatch.setattr(par, "answer", lambda session, uri: False)  # the other one won
+    error_page(signed_in.client.post("/consent", data=fields))
+    assert [row for row in audit_events(app, "consent") if row.outcome == "success"] == []
+    assert count(app, Consent) == 0
 
 
 # §6: a client registered to push every request.

@@ -380,6 +380,7 @@ def test_production_approval_webhook_with_tls_and_secret_starts(instance):
         "AUTHSERVER_LOGIN_RATE_LIMIT",
         "AUTHSERVER_REGISTRATION_RATE_LIMIT",
         "AUTHSERVER_REGISTRATION_GLOBAL_RATE_LIMIT",
+        "AUTHSERVER_PAR_RATE_LIMIT",
     ],
 )
 @pytest.mark.parametrize("value", ["often", "10 per", "-1/hour"])
