@@ -144,6 +144,10 @@ def _current_user() -> User | None:
 # /authorize. `prompt=login` and `max_age` stay in the request the sign-in page returns
 # to; only that request, once, counts the sign-in as the re-authentication they ask for.
 SIGNED_IN_FOR = "signed_in_for"
+# The request /authorize last sent to the consent page, having checked prompt and max_age
+# for it. The consent page asks for no sign-in of its own: a request that asks for a fresh
+# one (or for none at all) reaches it only through /authorize.
+CONSENT_FOR = "consent_for"
 
 
 def _fingerprint(pairs: Any) -> str:
@@ -268,6 +272,7 @@ def authorize() -> Any:
                 ConsentRequiredError(redirect_uri=grant.redirect_uri, state=state)
             )
         params = [(k, v) for k, v in _carried() if k != "prompt"]
+        session[CONSENT_FOR] = _fingerprint(params)
         return redirect(url_for("authorize.consent") + "?" + urlencode(params))
     return _issue_code(grant, user)
 
@@ -298,6 +303,15 @@ def redirect_label(uri: str) -> str:
     return f"the app registered for {parts.scheme}: links"
 
 
+def _checked_by_authorize(grant: Any) -> bool:
+    """OIDC Core §3.1.2.1: `prompt` and `max_age` are enforced at /authorize. A request with
+    either reaches the consent page only as /authorize sent it there; opened directly (a
+    crafted link with prompt=login, max_age=0 or prompt=none) it goes through /authorize."""
+    if not grant.request.prompts and grant.request.max_age is None:
+        return True  # nothing /authorize checks that the consent page does not check itself
+    return bool(session.get(CONSENT_FOR) == _fingerprint(_carried()))
+
+
 def _remember_consent(user: User, grant: Any) -> None:
     client_id = grant.request.client.client_id
     consent = context.db().get(Consent, (user.id, client_id))
@@ -323,8 +337,11 @@ def consent() -> Any:
         grant = _grant(user)
     except OAuth2Error as error:
         return authorization_error(error)
+    if not _checked_by_authorize(grant):
+        return redirect("/authorize?" + urlencode(_carried()))
     if request.method == "GET":
         return _consent_page(grant)
+    session.pop(CONSENT_FOR, None)  # one decision per pass through /authorize
     decision = request.form.get("decision")
     if decision not in ("approve", "deny"):
         return error_page("Choose approve or deny", "The form did not say what you decided.", 400)

@@ -14,12 +14,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import pytest
+from werkzeug.datastructures import MultiDict
 
 from authserver.models import now
 from authserver.web import account, authorize
 from tests.support.db import audit_events, issued_counts
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.support.flows import Browser, Pkce, code_params, query_of
+from tests.support.flows import Browser, Pkce, code_params, csrf_token, hidden_fields, query_of
 from tests.support.oauth import redeem, redirect_error, token_error, verify_with_jwks
 
 HALF_HASH = {"RS256": hashlib.sha256, "ES256": hashlib.sha256, "EdDSA": hashlib.sha512}
@@ -351,6 +352,54 @@ def test_max_age_not_exceeded_needs_no_login(app, client, browser, old_sign_in, 
     code = query_of(browser.authorize(params).headers["Location"])["code"]
     id_token = redeem(client, rp, code, code_verifier=pkce.verifier).get_json()["id_token"]
     assert jwt.decode(id_token, options={"verify_signature": False})["auth_time"] == old_sign_in
+
+
+@pytest.mark.parametrize(
+    "asks", [{"prompt": "login"}, {"max_age": "0"}, {"prompt": "none"}, {"prompt": "login consent"}]
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_consent_page_cannot_skip_authorize(
+    app, browser, old_sign_in, rp, issuer, asks, method
+):
+    """§3.1.2.1: prompt and max_age are enforced at /authorize, and the consent page asks for
+    no sign-in of its own. Opened directly with such a request (a crafted link, or its form
+    posted), it sends the browser through /authorize, which asks for the sign-in (or answers
+    prompt=none): no consent page, no code."""
+    params = params_for(rp, **asks)
+    before = issued_counts(app)
+    if method == "GET":
+        response = browser.client.get("/consent?" + urlencode(params))
+    else:
+        token = csrf_token(browser.client.get("/login").get_data(as_text=True))
+        form = {**params, "csrf_token": token, "decision": "approve"}
+        response = browser.client.post("/consent", data=form)
+    location = response.headers["Location"]
+    assert response.status_code == 302 and urlsplit(location).path == "/authorize", location
+    assert query_of(location) == params
+    assert issued_counts(app) == before
+    followed = get_authorize(browser, params)
+    if asks.get("prompt") == "none":
+        redirect_error(followed, rp, "consent_required", issuer)
+    else:
+        assert urlsplit(followed.headers["Location"]).path == "/login"
+    assert issued_counts(app) == before
+
+
+def test_a_consent_form_counts_once(app, browser, old_sign_in, rp):
+    """The pass through /authorize that led to the consent page allows one decision: the
+    same form posted again (max_age=0, so the sign-in it rests on is already too old) goes
+    back through /authorize instead of issuing a second code."""
+    browser.authorize(params_for(rp))
+    asks = params_for(rp, max_age="0", prompt="consent")
+    resumed = sign_in_again(browser, get_authorize(browser, asks))
+    to_consent = get_authorize(browser, resumed)
+    page = browser.client.get(to_consent.headers["Location"]).get_data(as_text=True)
+    form = MultiDict(hidden_fields(page) + [("decision", "approve")])
+    assert "code" in query_of(browser.client.post("/consent", data=form).headers["Location"])
+    codes = issued_counts(app)["authorization_codes"]
+    again = browser.client.post("/consent", data=form)
+    assert urlsplit(again.headers["Location"]).path == "/authorize"
+    assert issued_counts(app)["authorization_codes"] == codes
 
 
 def test_signed_out_user_is_sent_to_sign_in(app, browser, alice, rp):

@@ -473,6 +473,22 @@ def test_the_loser_of_a_race_records_no_consent(app, client, signed_in, rp, runt
     assert count(app, Consent) == 0
 
 
+def test_a_pushed_prompt_login_cannot_be_skipped_at_the_consent_page(app, client, signed_in, rp):
+    """OIDC Core §3.1.2.1 holds for pushed requests too: the consent page opened directly
+    with the reference of a pushed prompt=login goes through /authorize, which asks for the
+    sign-in; after it, the flow completes."""
+    request_uri = pushed_uri(push(client, rp, request_params(rp, prompt="login")))
+    reference = {"client_id": rp.client_id, "request_uri": request_uri}
+    direct = signed_in.client.get("/consent?" + urlencode(reference))
+    assert urlsplit(direct.headers["Location"]).path == "/authorize"
+    to_login = signed_in.client.get(direct.headers["Location"])
+    assert urlsplit(to_login.headers["Location"]).path == "/login"
+    next_url = parse_qs(urlsplit(to_login.headers["Location"]).query)["next"][0]
+    back = signed_in.login("alice", DEFAULT_PASSWORD, next_url)
+    final = approve(signed_in, signed_in.client.get(back.headers["Location"]))
+    assert "code" in query_of(final.headers["Location"])
+
+
 # §6: a client registered to push every request.
 
 
