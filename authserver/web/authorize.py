@@ -16,6 +16,8 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import rar
 from ..models import Consent, User, now
@@ -312,12 +314,31 @@ def _checked_by_authorize(grant: Any) -> bool:
     return bool(session.get(CONSENT_FOR) == _fingerprint(_carried()))
 
 
+def _consent_row(user_id: str, client_id: str) -> Consent:
+    """The user's consent row for the client, created if missing, locked until commit.
+
+    Two first approvals at once (two tabs) both found no row and both inserted one: the
+    second was a unique violation, a 500. The row is now created by an insert that yields
+    to an existing one, then read FOR UPDATE (PostgreSQL; SQLite has one writer at a time),
+    so the second approval merges its scopes into the first's.
+    """
+    db = context.db()
+    table = Consent.__table__
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    db.execute(
+        insert(table)
+        .values(user_id=user_id, client_id=client_id, scope="", scopes_by_resource={})
+        .on_conflict_do_nothing(index_elements=[table.c.user_id, table.c.client_id])
+    )
+    consent = db.get(Consent, (user_id, client_id), with_for_update=True, populate_existing=True)
+    if consent is None:  # inserted above or already there: only a concurrent delete gets here
+        raise LookupError("consent row vanished while being written")
+    return consent
+
+
 def _remember_consent(user: User, grant: Any) -> None:
     client_id = grant.request.client.client_id
-    consent = context.db().get(Consent, (user.id, client_id))
-    if consent is None:
-        consent = Consent(user_id=user.id, client_id=client_id, scope="")
-        context.db().add(consent)
+    consent = _consent_row(user.id, client_id)
     asked = scope_list(grant.request.scope)
     merged = dict.fromkeys(scope_list(consent.scope) + asked)
     consent.scope = " ".join(merged)

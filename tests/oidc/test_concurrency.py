@@ -15,11 +15,11 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import requests
 
-from authserver.models import Grant
+from authserver.models import Consent, Grant
 from tests.support.apps import reset_database
 from tests.support.db import issued_counts, rows
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
-from tests.support.flows import Pkce, code_params, csrf_token, query_of
+from tests.support.flows import Pkce, code_params, csrf_token, hidden_fields, query_of
 from tests.support.live import LiveBrowser, live_server, server_env, server_processes
 
 RACERS = 20
@@ -175,3 +175,42 @@ def test_parallel_wrong_passwords_get_no_more_guesses_than_the_limit(server):
     assert http.post(login, data=form, allow_redirects=False, timeout=60).status_code == 429
     for http, _ in sessions:
         http.close()
+
+
+def test_first_approvals_at_once_all_succeed_into_one_consent(server):
+    """A person approving a client in several tabs at once (each a first approval): every
+    approval gets its code and the consents merge into one row. Both used to find no row
+    and insert one; on PostgreSQL all but one were a unique violation, a 500."""
+    reset_database(server.app)
+    make_user(server.app, "alice")
+    rp = make_client(server.app, "tabs-rp", scope="openid profile email")
+    person = requests.Session()
+    page = person.get(f"{server.url}/login", timeout=10).text
+    form = {"csrf_token": csrf_token(page), "username": "alice", "password": DEFAULT_PASSWORD}
+    assert person.post(f"{server.url}/login", data=form, allow_redirects=False).status_code == 302
+    scopes = ["openid", "openid profile", "openid email", "openid profile email"]
+    forms = []
+    for index in range(8):
+        params = code_params(rp.client_id, rp.redirect_uri, Pkce.new(), scope=scopes[index % 4])
+        to_consent = person.get(
+            server.endpoint("authorization_endpoint"),
+            params=params,
+            allow_redirects=False,
+            timeout=10,
+        )
+        consent_page = person.get(server.url + to_consent.headers["Location"], timeout=10).text
+        forms.append([*hidden_fields(consent_page), ("decision", "approve")])
+    barrier = threading.Barrier(len(forms))
+
+    def approve(fields: list[tuple[str, str]]) -> requests.Response:
+        with requests.Session() as tab:
+            tab.cookies.update(person.cookies)
+            barrier.wait(timeout=30)
+            return tab.post(f"{server.url}/consent", data=fields, allow_redirects=False, timeout=60)
+
+    with ThreadPoolExecutor(len(forms)) as pool:
+        responses = list(pool.map(approve, forms))
+    assert [r.status_code for r in responses] == [302] * len(forms)
+    assert all("code" in query_of(r.headers["Location"]) for r in responses)
+    (consent,) = rows(server.app, Consent)
+    assert set(consent.scope.split()) == {"openid", "profile", "email"}
