@@ -58,7 +58,7 @@ def server_metadata(settings: Settings, session: Session) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
-        "require_pushed_authorization_requests": False,  # RFC 9126 §5: /authorize takes both
+        "require_pushed_authorization_requests": settings.require_par,  # RFC 9126 §5
         "authorization_response_iss_parameter_supported": True,
         "claims_supported": [
             "sub",

@@ -55,6 +55,9 @@ class Settings:
     registration_global_rate_limit: str = "500/hour"
     # Pushed authorization requests of public clients, per address (RFC 9126 §2.3).
     par_rate_limit: str = "60/minute"
+    # RFC 9126 §5: every client's authorization requests only through /par (FAPI 2.0 asks
+    # this of the servers it profiles); per client it is their own registration's choice.
+    require_par: bool = False
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -204,6 +207,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _env(environ, "REGISTRATION_GLOBAL_RATE_LIMIT") or "500/hour"
         ),
         par_rate_limit=_env(environ, "PAR_RATE_LIMIT") or "60/minute",
+        require_par=(_env(environ, "REQUIRE_PAR") or "").lower() in ("1", "true", "yes"),
         argon2_time_cost=_int(environ, "ARGON2_TIME_COST", 3),
         argon2_memory_kib=_int(environ, "ARGON2_MEMORY_KIB", 65536),
         argon2_parallelism=_int(environ, "ARGON2_PARALLELISM", 4),

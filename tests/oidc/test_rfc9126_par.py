@@ -24,6 +24,7 @@ from authserver.models import AuthorizationCode, Consent, PushedAuthorizationReq
 from authserver.oauth import par
 from authserver.oauth.par import REQUEST_URI_PREFIX
 from authserver.ratelimit import PushThrottle
+from tests.support.apps import build_test_app, reset_database
 from tests.support.db import audit_events, count, issued_counts, rows
 from tests.support.factories import (
     DEFAULT_PASSWORD,
@@ -514,3 +515,28 @@ def test_a_client_that_must_push_signs_in_through_par(app, client, signed_in, pa
     request_uri = pushed_uri(push(client, par_only))
     response = authorize_by_reference(signed_in, par_only.client_id, request_uri)
     assert "code" in query_of(approve(signed_in, response).headers["Location"])
+
+
+def test_the_server_can_require_par_of_every_client(migrated_database):
+    """§5: with AUTHSERVER_REQUIRE_PAR discovery says require_pushed_authorization_requests
+    and /authorize refuses any request not pushed, whatever the client's registration."""
+    server_app = build_test_app(migrated_database, require_par=True)
+    try:
+        reset_database(server_app)
+        http = server_app.test_client()
+        metadata = http.get("/.well-known/openid-configuration").get_json()
+        assert metadata["require_pushed_authorization_requests"] is True
+        rp = make_client(server_app, "web-rp", scope="openid profile")
+        make_user(server_app, "alice")
+        person = Browser(server_app.test_client())
+        person.login("alice", DEFAULT_PASSWORD)
+        before = issued_counts(server_app)
+        sent = person.client.get("/authorize?" + urlencode(request_params(rp)))
+        assert query_of(sent.headers["Location"])["error"] == "invalid_request"
+        assert issued_counts(server_app) == before
+        request_uri = pushed_uri(push(http, rp))
+        response = authorize_by_reference(person, rp.client_id, request_uri)
+        assert "code" in query_of(approve(person, response).headers["Location"])
+    finally:
+        reset_database(server_app)
+        server_app.extensions["authserver"].engine.dispose()

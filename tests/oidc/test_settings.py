@@ -403,4 +403,11 @@ def test_registration_settings_are_read(instance):
     assert settings.registration_global_rate_limit == "50/minute"
     default = check_settings(load_settings(production_env(instance)))
     assert default.registration_global_rate_limit == "500/hour"
+
+
+def test_require_par_is_read(instance):
+    """AUTHSERVER_REQUIRE_PAR (RFC 9126 §5), off unless set."""
+    assert check_settings(load_settings(production_env(instance))).require_par is False
+    env = production_env(instance, AUTHSERVER_REQUIRE_PAR="true")
+    assert check_settings(load_settings(env)).require_par is True
     assert not check_settings(load_settings(production_env(instance))).registration_enabled

@@ -48,11 +48,14 @@ def check_single_valued(grant: Any) -> None:
 
 
 def check_pushed_if_required(grant: Any) -> None:
-    """RFC 9126 §6: a client registered with require_pushed_authorization_requests sends its
-    requests only through /par; one sent straight to /authorize is refused."""
-    client = grant.request.client.model
-    if client.require_pushed_authorization_requests and not getattr(grant.request, "pushed", False):
-        raise InvalidRequestError("This client must push its authorization requests to /par.")
+    """RFC 9126 §5 and §6: when the server (AUTHSERVER_REQUIRE_PAR) or the client's
+    registration requires pushed requests, one sent straight to /authorize is refused."""
+    required = (
+        grant.server.runtime.settings.require_par
+        or grant.request.client.model.require_pushed_authorization_requests
+    )
+    if required and not getattr(grant.request, "pushed", False):
+        raise InvalidRequestError("Authorization requests must be pushed to /par first.")
 
 
 def check_unsupported_parameters(grant: Any) -> None:
