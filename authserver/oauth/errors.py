@@ -127,3 +127,24 @@ class TemporarilyUnavailableError(OAuth2Error):
 
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class InvalidRequestUriError(OAuth2Error):
+    """OIDC Core §3.1.2.6: the `request_uri` is unknown, expired, used or not this client's."""
+
+    error = "invalid_request_uri"
+    status_code = 400
+
+
+class TooManyPushedRequestsError(OAuth2Error):
+    """RFC 9126 §2.3: "429 Too Many Requests" when a client pushes beyond what is allowed."""
+
+    error = "invalid_request"
+    status_code = 429
+
+    def __init__(self, retry_after: int, description: str) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from authlib.oauth2 import OAuth2Error
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from ..credentials import digest, new_secret_value
 from ..models import PushedAuthorizationRequest, now
+from .errors import InvalidRequestUriError, TooManyPushedRequestsError
+from .extensions.authorization_request import READ_PARAMETERS
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
 # RFC 9126 §2.2: "typically relatively short (e.g., between 5 and 600 seconds)". Long
@@ -33,53 +34,14 @@ CLIENT_AUTHENTICATION_PARAMETERS = frozenset(
     {"client_secret", "client_assertion", "client_assertion_type"}
 )
 MAX_REQUEST_URI_LENGTH = len(REQUEST_URI_PREFIX) + 128
-# The parameters /authorize reads; RFC 6749 §3.1: others "MUST" be ignored, so they are
-# not kept either (a push of unknown fields must not become a large row).
-RECOGNIZED_PARAMETERS = frozenset(
-    {
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "scope",
-        "state",
-        "nonce",
-        "code_challenge",
-        "code_challenge_method",
-        "prompt",
-        "max_age",
-        "response_mode",
-        "resource",
-        "authorization_details",
-        "id_token_hint",
-    }
-)
+# Only what /authorize reads is kept (a push of unknown fields must not become a large row).
+RECOGNIZED_PARAMETERS = READ_PARAMETERS
 # Each push is a row until it is answered or expires. Past this many open at once, a
 # client's pushes wait (429) rather than fill the database. A public client pushes with
 # its client_id alone (anyone can push in its name; the per-address PushThrottle comes
 # first); a confidential client is accountable for its own pushes and gets more room.
 MAX_OPEN_PER_PUBLIC_CLIENT = 1000
 MAX_OPEN_PER_CONFIDENTIAL_CLIENT = 10_000
-
-
-class InvalidRequestUriError(OAuth2Error):
-    """OIDC Core §3.1.2.6: the `request_uri` is unknown, expired, used or not this client's."""
-
-    error = "invalid_request_uri"
-    status_code = 400
-
-
-class TooManyPushedRequestsError(OAuth2Error):
-    """RFC 9126 §2.3: "429 Too Many Requests" when a client pushes beyond what is allowed."""
-
-    error = "invalid_request"
-    status_code = 429
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("Too many open pushed requests for this client; try again later.")
-        self.retry_after = retry_after
-
-    def get_headers(self) -> list[tuple[str, str]]:
-        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
 
 
 def is_pushed_reference(value: str | None) -> bool:
@@ -128,7 +90,10 @@ def _make_room(session: Session, client_id: str, public: bool) -> None:
     count, first_expiry = kept.one()
     cap = MAX_OPEN_PER_PUBLIC_CLIENT if public else MAX_OPEN_PER_CONFIDENTIAL_CLIENT
     if count >= cap:  # about: on PostgreSQL, pushes at the same instant may pass it together
-        raise TooManyPushedRequestsError(max(1, (first_expiry or moment) - moment))
+        raise TooManyPushedRequestsError(
+            max(1, (first_expiry or moment) - moment),
+            "Too many open pushed requests for this client; try again later.",
+        )
 
 
 def _row(session: Session, request_uri: str) -> PushedAuthorizationRequest | None:

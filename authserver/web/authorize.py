@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from .. import rar
 from ..models import Consent, User, now
 from ..oauth import par
-from ..oauth.errors import ConsentRequiredError, LoginRequiredError
+from ..oauth.errors import ConsentRequiredError, InvalidRequestUriError, LoginRequiredError
 from ..oauth.extensions.authorization_request import is_valid_state
 from ..oauth.requests import StrictOAuth2Request
 from ..oauth.scopes import scope_list
@@ -134,7 +134,7 @@ def _answer_pushed_request() -> bool:
 
 
 def _already_answered() -> Any:
-    error = par.InvalidRequestUriError("This request has already been answered.")
+    error = InvalidRequestUriError("This request has already been answered.")
     return authorization_error(error)
 
 

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from ..oauth import par
+from ..oauth.errors import TooManyPushedRequestsError
 from ..oauth.requests import StrictOAuth2Request
 from . import context
 from .extensions import push_throttle, server
@@ -75,7 +76,9 @@ def _count_unauthenticated_push() -> None:
         context.record(EVENT, "throttled")  # one row per address and window, not per push
     context.commit()  # the attempt stays counted whatever happens next
     if throttled is not None:
-        raise par.TooManyPushedRequestsError(throttled.retry_after)
+        raise TooManyPushedRequestsError(
+            throttled.retry_after, "Too many pushed requests from this address; try again later."
+        )
 
 
 def _check_as_authorize_would(parameters: list[tuple[str, str]]) -> None:

@@ -75,6 +75,17 @@ def verify_access_token(live, token: str, audience: str) -> dict:
     return claims
 
 
+def authlib_client(rp) -> OAuth2Session:
+    """Authlib's own client for `rp`: Basic authentication, PKCE S256."""
+    return OAuth2Session(
+        rp.client_id,
+        rp.client_secret,
+        scope=SCOPE,
+        redirect_uri=rp.redirect_uri,
+        code_challenge_method="S256",
+    )
+
+
 def sign_in_and_consent(live, oauth: OAuth2Session, **params) -> tuple[str, str]:
     """Authorization request built by Authlib; the person signs in and approves."""
     verifier = generate_token(48)
@@ -105,13 +116,7 @@ def test_discovery_names_endpoints_on_the_issuer(live):
 
 def test_code_flow_pkce_refresh_with_authlib_client(live, rp, alice):
     """RFC 6749 §4.1 + RFC 7636 S256 + OIDC Core §3.1.3.7 ID token + RFC 6749 §6 refresh."""
-    oauth = OAuth2Session(
-        rp.client_id,
-        rp.client_secret,
-        scope=SCOPE,
-        redirect_uri=rp.redirect_uri,
-        code_challenge_method="S256",
-    )
+    oauth = authlib_client(rp)
     nonce = generate_token(16)
     callback, verifier = sign_in_and_consent(live, oauth, nonce=nonce)
     token = oauth.fetch_token(
@@ -192,13 +197,7 @@ def test_client_credentials_introspection_and_revocation(live, rp, alice):
 
 def test_revoking_refresh_token_ends_the_grant_over_http(live, rp, alice):
     """RFC 7009 §2.1: revoking the refresh token also invalidates its access tokens."""
-    oauth = OAuth2Session(
-        rp.client_id,
-        rp.client_secret,
-        scope=SCOPE,
-        redirect_uri=rp.redirect_uri,
-        code_challenge_method="S256",
-    )
+    oauth = authlib_client(rp)
     callback, verifier = sign_in_and_consent(live, oauth)
     token = oauth.fetch_token(
         live.endpoint("token_endpoint"), authorization_response=callback, code_verifier=verifier
@@ -263,13 +262,7 @@ def test_public_client_on_any_loopback_port(live, alice):
 def test_id_token_uses_the_clients_registered_alg(live, alice, alg):
     """OIDC Registration §2 id_token_signed_response_alg; verified against the JWKS."""
     rp = make_client(live.app, f"live-{alg.lower()}", scope=SCOPE, id_token_alg=alg)
-    oauth = OAuth2Session(
-        rp.client_id,
-        rp.client_secret,
-        scope=SCOPE,
-        redirect_uri=rp.redirect_uri,
-        code_challenge_method="S256",
-    )
+    oauth = authlib_client(rp)
     callback, verifier = sign_in_and_consent(live, oauth)
     token = oauth.fetch_token(
         live.endpoint("token_endpoint"), authorization_response=callback, code_verifier=verifier
@@ -288,13 +281,7 @@ def test_pushed_authorization_request_over_http(live, rp, alice):
     """RFC 9126 over loopback: the request Authlib builds is pushed to the endpoint named in
     discovery; the browser carries only the reference through sign-in and consent; the code
     is redeemed with the pushed challenge's verifier."""
-    oauth = OAuth2Session(
-        rp.client_id,
-        rp.client_secret,
-        scope=SCOPE,
-        redirect_uri=rp.redirect_uri,
-        code_challenge_method="S256",
-    )
+    oauth = authlib_client(rp)
     verifier = generate_token(48)
     long_state = generate_token(1500)  # too long to survive as a URL through the sign-in page
     url, _ = oauth.create_authorization_url(

@@ -37,6 +37,13 @@ SINGLE_VALUED = (
     "request_uri",
     "authorization_details",
 )
+# Every parameter /authorize reads; RFC 6749 §3.1: any other "MUST" be ignored.
+READ_PARAMETERS = frozenset(SINGLE_VALUED) | {
+    "client_id",
+    "redirect_uri",
+    "resource",
+    "id_token_hint",
+}
 
 
 def check_single_valued(grant: Any) -> None:
