@@ -86,12 +86,11 @@ def audit_refusal(response: Response, event: str) -> Response:
     body: dict[str, Any] = response.get_json(silent=True) or {}
     if body.get("error") in UNAUDITED_ERRORS or context.refusal_recorded():
         return response  # a flow that audited its own refusal, with its details, says it once
-    context.record(
-        event,
-        "refused",
-        client_id=_client_hint(),
-        details={"error": body.get("error"), "grant_type": _grant_type()},
-    )
+    details = {"error": body.get("error")}
+    grant_type = _grant_type()
+    if grant_type is not None:  # /token only: the other endpoints have no grant type
+        details["grant_type"] = grant_type
+    context.record(event, "refused", client_id=_client_hint(), details=details)
     return response
 
 

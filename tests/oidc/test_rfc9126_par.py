@@ -212,6 +212,8 @@ def test_request_uri_in_a_push_is_refused(app, client, rp):
     params = {**request_params(rp), "request_uri": REQUEST_URI_PREFIX + "x" * 43}
     refused(app, push(client, rp, params), "invalid_request")
     assert last_refusal(app, "par.pushed") == "invalid_request"
+    # The audit row says what went wrong, and nothing that does not apply here.
+    assert audit_events(app, "par.pushed")[-1].details == {"error": "invalid_request"}
 
 
 @pytest.mark.parametrize("auth", [None, ("web-rp", "wrong secret"), ("no-such-client", "x")])
