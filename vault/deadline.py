@@ -20,7 +20,8 @@ from typing import Any
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
 
 class Deadline:
@@ -98,24 +99,72 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
+def _resolve(host: str, port: int, seconds: float) -> list[Any]:
+    """`getaddrinfo` that gives up after `seconds`.
+
+    A name lookup blocks in the C library and nothing interrupts it: it runs on a helper
+    thread, which is left to finish on its own (within the resolver's own timeouts) when
+    the caller stops waiting. Raises TimeoutError, or the lookup's own error.
+    """
+    outcome: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            outcome["addresses"] = socket.getaddrinfo(
+                host, port, allowed_gai_family(), socket.SOCK_STREAM
+            )
+        except OSError as error:
+            outcome["error"] = error
+
+    worker = threading.Thread(target=lookup, name="deadline-name-lookup", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"looking up {host} took longer than {seconds:.1f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    addresses: list[Any] = outcome["addresses"]
+    return addresses
+
+
 class _Watched(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        # Until the socket exists the timer has nothing to shut down: the connect itself
-        # gets no more than the time left (for each address urllib3 tries; the name lookup
-        # before it is the resolver's), and a connect that ends past the deadline fails.
+        # Until the socket exists the timer has nothing to shut down. So under a deadline the
+        # name lookup and each connect get no more than the time left: the name is looked up
+        # here with that limit, then each of its addresses is tried with what remains (urllib3
+        # alone would give every address the whole connect timeout again).
         deadline = Deadline.current()
-        if deadline is not None:
-            left = deadline.remaining()
-            if left <= 0:
-                raise ConnectTimeoutError(self, "the call's deadline passed before connecting")
-            connect = self.timeout if isinstance(self.timeout, int | float) else None
-            self.timeout = left if connect is None else min(connect, left)
-        sock = super()._new_conn()
-        Deadline.watch(sock)
-        if deadline is not None and deadline.remaining() <= 0:
-            sock.close()
-            raise ConnectTimeoutError(self, "the call's deadline passed while connecting")
-        return sock
+        if deadline is None:
+            return super()._new_conn()
+        name = self._dns_host
+        try:
+            addresses = _resolve(name.strip("[]"), self.port, deadline.remaining())
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, "the deadline passed during the name lookup") from error
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        connect = self.timeout if isinstance(self.timeout, int | float) else None
+        failure: Exception = ConnectTimeoutError(self, "the deadline passed before connecting")
+        try:
+            for *_, address in addresses:
+                left = deadline.remaining()
+                if left <= 0:
+                    break
+                self.timeout = left if connect is None else min(connect, left)
+                self._dns_host = address[0]  # this address only: the name is looked up already
+                try:
+                    sock = super()._new_conn()
+                except (ConnectTimeoutError, NewConnectionError) as error:
+                    failure = error
+                    continue
+                Deadline.watch(sock)
+                if deadline.remaining() <= 0:
+                    sock.close()
+                    raise ConnectTimeoutError(self, "the call's deadline passed while connecting")
+                return sock
+        finally:
+            self._dns_host = name  # `host` (TLS server name, Host header) reads it
+        raise failure
 
 
 class _WatchedHTTPS(_Watched, HTTPSConnection):

@@ -480,3 +480,65 @@ def test_a_connect_that_hangs_ends_at_the_deadline(monkeypatch):
     assert given and given[0] <= 1.0
     assert elapsed < 2.0, f"the connect took {elapsed:.1f} s"
     assert socket.getdefaulttimeout() is None  # nothing global was changed
+
+
+def test_a_name_lookup_that_hangs_ends_at_the_deadline(monkeypatch):
+    """A name lookup blocks in the C library, where the deadline's timer cannot reach it (a
+    slow authoritative server for a registered notification endpoint, say): under a deadline
+    it runs on a helper thread and the call stops waiting when its time is up."""
+    import socket
+
+    import requests
+
+    from vault.deadline import Deadline, WatchedAdapter
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def slow_for_one_name(host, *args, **kwargs):
+        if host == "slow-name.test":
+            time.sleep(3)
+        return real_getaddrinfo("127.0.0.1" if host == "slow-name.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_for_one_name)
+    with requests.Session() as session:
+        session.mount("http://", WatchedAdapter())
+        started = time.monotonic()
+        with Deadline(0.5), pytest.raises(requests.ConnectionError):
+            session.get("http://slow-name.test:9/never", timeout=(10, 10))
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"the lookup held the call for {elapsed:.1f} s"
+
+
+def test_each_further_address_gets_only_the_time_left(monkeypatch):
+    """A name with several addresses that never answer: urllib3 alone tries each with the
+    whole connect timeout again; under a deadline they share the time the call has left."""
+    import socket
+
+    import requests
+
+    from vault.deadline import Deadline, WatchedAdapter
+
+    three = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"127.0.0.{n}", 9)) for n in (1, 2, 3)]
+    real_getaddrinfo = socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):
+        return three if host == "three-addresses.test" else real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    tried: list[tuple[str, float | None]] = []
+
+    def never_answers(self, address):
+        tried.append((address[0], self.gettimeout()))
+        time.sleep(self.gettimeout() or HANG_SECONDS)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket.socket, "connect", never_answers)
+    with requests.Session() as session:
+        session.mount("http://", WatchedAdapter())
+        started = time.monotonic()
+        with Deadline(1.0), pytest.raises(requests.ConnectionError):
+            session.get("http://three-addresses.test:9/never", timeout=(0.6, 10))
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.6, f"the connects took {elapsed:.1f} s: {tried}"
+    assert [address for address, _ in tried] == ["127.0.0.1", "127.0.0.2"]
+    assert tried[0][1] == pytest.approx(0.6, abs=0.05) and tried[1][1] <= 0.45
