@@ -136,6 +136,13 @@ class InvalidRequestUriError(OAuth2Error):
     status_code = 400
 
 
+class PushTooLargeError(OAuth2Error):
+    """RFC 9126 §2.3: "413 Payload Too Large: If the request size was beyond the upper bound"."""
+
+    error = "invalid_request"
+    status_code = 413
+
+
 class TooManyPushedRequestsError(OAuth2Error):
     """RFC 9126 §2.3: "429 Too Many Requests" when a client pushes beyond what is allowed."""
 

@@ -34,8 +34,6 @@ CLIENT_AUTHENTICATION_PARAMETERS = frozenset(
     {"client_secret", "client_assertion", "client_assertion_type"}
 )
 MAX_REQUEST_URI_LENGTH = len(REQUEST_URI_PREFIX) + 128
-# Only what /authorize reads is kept (a push of unknown fields must not become a large row).
-RECOGNIZED_PARAMETERS = READ_PARAMETERS
 # Each push is a row until it is answered or expires. Past this many open at once, a
 # client's pushes wait (429) rather than fill the database. A public client pushes with
 # its client_id alone (anyone can push in its name; the per-address PushThrottle comes
@@ -60,7 +58,8 @@ def push(
     """Keep a checked request; returns its `request_uri` (shown once) and lifetime."""
     _make_room(session, client_id, public)
     reference = new_secret_value()
-    kept = [[name, value] for name, value in parameters if name in RECOGNIZED_PARAMETERS]
+    # Only what /authorize reads is kept: a push of unknown fields must not become a large row.
+    kept = [[name, value] for name, value in parameters if name in READ_PARAMETERS]
     session.add(
         PushedAuthorizationRequest(
             reference_hash=digest(reference),

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
 from ..oauth import par
-from ..oauth.errors import TooManyPushedRequestsError
+from ..oauth.errors import PushTooLargeError, TooManyPushedRequestsError
 from ..oauth.requests import StrictOAuth2Request
 from . import context
 from .extensions import push_throttle, server
@@ -33,11 +33,8 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 MAX_PUSH_CHARACTERS = 32 * 1024
 
 
-class PushTooLargeError(OAuth2Error):
-    """§2.3: "413 Payload Too Large: If the request size was beyond the upper bound"."""
-
-    error = "invalid_request"
-    status_code = 413
+class _AddressThrottled(TooManyPushedRequestsError):
+    """Audited once per address and window when counted, not again for every push."""
 
 
 def _push() -> Response:
@@ -76,7 +73,7 @@ def _count_unauthenticated_push() -> None:
         context.record(EVENT, "throttled")  # one row per address and window, not per push
     context.commit()  # the attempt stays counted whatever happens next
     if throttled is not None:
-        raise TooManyPushedRequestsError(
+        raise _AddressThrottled(
             throttled.retry_after, "Too many pushed requests from this address; try again later."
         )
 
@@ -98,4 +95,7 @@ def pushed_authorization_request() -> Response:
         except OAuth2Error as raised:
             error = raised
     error.redirect_uri = None  # §2.3: always the JSON answer to the client, never a redirect
-    return audit_refusal(server().handle_error_response(None, error), EVENT)
+    response = server().handle_error_response(None, error)
+    if isinstance(error, _AddressThrottled):
+        return response  # a flood is the one "throttled" row, not a row per push
+    return audit_refusal(response, EVENT)

@@ -10,10 +10,13 @@ forever".
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 
 import pytest
+import requests
+import urllib3.util.connection
 from sqlalchemy import delete, func, select
 
 from tests.support.slow import SlowEndpoint, loopback_tls_context
@@ -25,6 +28,7 @@ from tests.support.vault_live import (
     vault_scene,
 )
 from vault import upstream
+from vault.deadline import Deadline, WatchedAdapter
 from vault.models import ACTIVE, NEEDS_RECONNECT, ConnectedAccount
 
 UPSTREAM_TIMEOUT = 1.0
@@ -452,17 +456,21 @@ def test_a_trickling_revocation_endpoint_is_cut_off_and_counts_as_not_revoked():
     assert elapsed < TRICKLE_TIMEOUT + 1.0, f"the call took {elapsed:.1f} s"
 
 
+def _failing_within(seconds: float, url: str, timeout: tuple[float, float]) -> float:
+    """GET `url` through a WatchedAdapter under a Deadline of `seconds`; the call must fail
+    as a connection error. Returns how long it took."""
+    with requests.Session() as session:
+        session.mount("http://", WatchedAdapter())
+        started = time.monotonic()
+        with Deadline(seconds), pytest.raises(requests.ConnectionError):
+            session.get(url, timeout=timeout)
+        return time.monotonic() - started
+
+
 def test_a_connect_that_hangs_ends_at_the_deadline(monkeypatch):
     """The deadline's timer can shut down only a socket that exists: while connecting, the
     connect itself gets no more than the time the call has left (here 1 s of a 10 s connect
     timeout), so an address that never answers cannot hold the call past its deadline."""
-    import socket
-
-    import requests
-    import urllib3.util.connection
-
-    from vault.deadline import Deadline, WatchedAdapter
-
     given: list[float] = []
 
     def never_answers(address, timeout=None, *args, **kwargs):
@@ -471,12 +479,7 @@ def test_a_connect_that_hangs_ends_at_the_deadline(monkeypatch):
         raise TimeoutError("timed out")  # what a connect that ran out of time raises
 
     monkeypatch.setattr(urllib3.util.connection, "create_connection", never_answers)
-    with requests.Session() as session:
-        session.mount("http://", WatchedAdapter())
-        started = time.monotonic()
-        with Deadline(1.0), pytest.raises(requests.ConnectionError):
-            session.get("http://127.0.0.1:9/never", timeout=(10, 10))
-        elapsed = time.monotonic() - started
+    elapsed = _failing_within(1.0, "http://127.0.0.1:9/never", (10, 10))
     assert given and given[0] <= 1.0
     assert elapsed < 2.0, f"the connect took {elapsed:.1f} s"
     assert socket.getdefaulttimeout() is None  # nothing global was changed
@@ -486,12 +489,6 @@ def test_a_name_lookup_that_hangs_ends_at_the_deadline(monkeypatch):
     """A name lookup blocks in the C library, where the deadline's timer cannot reach it (a
     slow authoritative server for a registered notification endpoint, say): under a deadline
     it runs on a helper thread and the call stops waiting when its time is up."""
-    import socket
-
-    import requests
-
-    from vault.deadline import Deadline, WatchedAdapter
-
     real_getaddrinfo = socket.getaddrinfo
 
     def slow_for_one_name(host, *args, **kwargs):
@@ -500,24 +497,13 @@ def test_a_name_lookup_that_hangs_ends_at_the_deadline(monkeypatch):
         return real_getaddrinfo("127.0.0.1" if host == "slow-name.test" else host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow_for_one_name)
-    with requests.Session() as session:
-        session.mount("http://", WatchedAdapter())
-        started = time.monotonic()
-        with Deadline(0.5), pytest.raises(requests.ConnectionError):
-            session.get("http://slow-name.test:9/never", timeout=(10, 10))
-        elapsed = time.monotonic() - started
+    elapsed = _failing_within(0.5, "http://slow-name.test:9/never", (10, 10))
     assert elapsed < 1.5, f"the lookup held the call for {elapsed:.1f} s"
 
 
 def test_each_further_address_gets_only_the_time_left(monkeypatch):
     """A name with several addresses that never answer: urllib3 alone tries each with the
     whole connect timeout again; under a deadline they share the time the call has left."""
-    import socket
-
-    import requests
-
-    from vault.deadline import Deadline, WatchedAdapter
-
     three = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"127.0.0.{n}", 9)) for n in (1, 2, 3)]
     real_getaddrinfo = socket.getaddrinfo
 
@@ -533,12 +519,7 @@ def test_each_further_address_gets_only_the_time_left(monkeypatch):
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket.socket, "connect", never_answers)
-    with requests.Session() as session:
-        session.mount("http://", WatchedAdapter())
-        started = time.monotonic()
-        with Deadline(1.0), pytest.raises(requests.ConnectionError):
-            session.get("http://three-addresses.test:9/never", timeout=(0.6, 10))
-        elapsed = time.monotonic() - started
+    elapsed = _failing_within(1.0, "http://three-addresses.test:9/never", (0.6, 10))
     assert elapsed < 1.6, f"the connects took {elapsed:.1f} s: {tried}"
     assert [address for address, _ in tried] == ["127.0.0.1", "127.0.0.2"]
     assert tried[0][1] == pytest.approx(0.6, abs=0.05) and tried[1][1] <= 0.45
