@@ -8,7 +8,10 @@ Refresh tokens are opaque 256-bit values stored as SHA-256 digests.
 
 from __future__ import annotations
 
+import copy
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,9 @@ from .settings import Settings
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, RFC 9068 §2.1)
 CLOCK_SKEW_SECONDS = 30
+# Tokens whose signature check a process remembers (`VerifiedTokens`); at about 2 KB
+# each (token, claims, entry) this bounds it near 8 MB.
+VERIFIED_TOKENS_KEPT = 4096
 # Built once: SQLAlchemy memoises a statement's cache key, so reuse skips recomputing it.
 INSERT_ACCESS_TOKEN = insert(AccessTokenRecord.__table__)
 
@@ -55,10 +61,56 @@ class InvalidOwnToken(Exception):
     """A token that this server did not issue, or that is malformed or expired."""
 
 
+@dataclass(frozen=True)
+class _Verified:
+    kid: str
+    public_key: Any  # the key object the signature was checked with
+    typ: str  # the header's `typ`, lower-cased
+    claims: dict[str, Any]
+
+
+class VerifiedTokens:
+    """The tokens this process has verified, so one presented again skips the signature.
+
+    Why: an agent presents the same tokens exchange after exchange (its own as
+    `actor_token`, the user's as `subject_token`), and an ES256 check plus PyJWT's
+    parsing is most of what reading one costs. A hit skips only what cannot change for
+    the same bytes under the same key: signature, algorithm, issuer, required claims.
+    Whether that key is still published, the `typ` and the expiry are checked at every
+    use (`TokenMinter.verify`), and revocation stays the callers' database read. Only
+    tokens that verified enter, and the least recently used one leaves when it is full,
+    so presenting junk neither grows it nor evicts anything. The same design as a JWT
+    cache in an API gateway (Envoy's `jwt_cache_config`).
+    """
+
+    def __init__(self, size: int = VERIFIED_TOKENS_KEPT) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+
+    def get(self, token: str) -> _Verified | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenMinter:
     def __init__(self, settings: Settings, signing_keys: SigningKeys) -> None:
         self.settings = settings
         self.signing_keys = signing_keys
+        self.verified = VerifiedTokens()
 
     def access_token(self, session: Session, spec: AccessTokenSpec) -> IssuedAccessToken:
         issued_at = now()
@@ -132,6 +184,25 @@ class TokenMinter:
         self, token: str, *, typ: str | None = None, verify_exp: bool = True
     ) -> dict[str, Any]:
         """Verify a JWT this server issued: known `kid`, its fixed alg, issuer, expiry."""
+        known = self.verified.get(token)
+        if known is None or not self._still_published(known):
+            known = self._check_signature(token, verify_exp)
+            self.verified.put(token, known)
+        if typ is not None and known.typ != typ:
+            raise InvalidOwnToken("wrong token type")
+        # PyJWT's own rule, for a token it accepted before: expired once `exp` is at or
+        # before now minus the leeway.
+        expires = known.claims["exp"]
+        if verify_exp and not (isinstance(expires, int) and expires > now() - CLOCK_SKEW_SECONDS):
+            raise InvalidOwnToken("invalid or expired token")
+        # A copy: the remembered claims are shared by every later presentation.
+        return copy.deepcopy(known.claims)
+
+    def _still_published(self, known: _Verified) -> bool:
+        key = self.signing_keys.verification_key(known.kid)
+        return key is not None and key.public_key is known.public_key
+
+    def _check_signature(self, token: str, verify_exp: bool) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -140,10 +211,8 @@ class TokenMinter:
         key = self.signing_keys.verification_key(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidOwnToken("unknown signing key")
-        if typ is not None and str(header.get("typ", "")).lower() != typ:
-            raise InvalidOwnToken("wrong token type")
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key.public_key,
                 algorithms=[key.alg],
@@ -157,6 +226,8 @@ class TokenMinter:
             )
         except jwt.PyJWTError:
             raise InvalidOwnToken("invalid or expired token") from None
+        typ = str(header.get("typ", "")).lower()
+        return _Verified(kid, key.public_key, typ, claims)
 
 
 def issue_refresh_token(
