@@ -11,8 +11,8 @@ stdout; progress goes to stderr.
 
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_WARMUP_SECONDS (1),
 BENCH_PG_URL (postgresql+psycopg://postgres@127.0.0.1:5432/test; "" skips PostgreSQL),
-BENCH_PEER (1; 0 skips the reference), BENCH_WORKER (gthread; sync for gunicorn's
-single-threaded worker).
+BENCH_PEER (1; 0 skips the reference), BENCH_FLOOR (1; 0 skips the stack's floor,
+bench/floor_app.py), BENCH_WORKER (gthread; sync for gunicorn's single-threaded worker).
 """
 
 from __future__ import annotations
@@ -125,12 +125,34 @@ def _skip(name: str, error: Exception) -> Skipped:
     return Skipped(skipped=str(error)[:300])
 
 
+class Reference:
+    """The servers we compare with: node-oidc-provider and the stack's floor."""
+
+    def __init__(self, peer: servers.Peer | None, floor: servers.Floor | None) -> None:
+        self.peer = peer
+        self.floor = floor
+
+    def each(self) -> list[tuple[str, Any]]:
+        return [(name, s) for name, s in (("peer", self.peer), ("floor", self.floor)) if s]
+
+
 def _bring_up(
-    cleanup: Cleanup, work: Path, wanted: dict[str, str], core: int, with_peer: bool
-) -> tuple[dict[str, Target], dict[str, Skipped], servers.Peer | None]:
+    cleanup: Cleanup,
+    work: Path,
+    wanted: dict[str, str],
+    core: int,
+    with_peer: bool,
+    with_floor: bool,
+) -> tuple[dict[str, Target], dict[str, Skipped], Reference]:
     """Every server started concurrently (init, gunicorn, npm): setup is most of the wait."""
     skipped: dict[str, Skipped] = {}
     peer_launch = None
+    floor = None
+    if with_floor:
+        try:
+            floor = servers.launch_floor(cleanup, core, work)
+        except Exception as error:
+            skipped["floor"] = _skip("floor", error)
     if with_peer:
         log("peer: starting node-oidc-provider (npm install on first use)")
         try:
@@ -173,7 +195,14 @@ def _bring_up(
             log(f"peer: node-oidc-provider on {peer.url} (core {core})")
         except Exception as error:
             skipped["peer"] = _skip("peer", error)
-    return targets, skipped, peer
+    if floor is not None:
+        try:
+            floor = servers.floor_ready(floor)
+            log(f"floor: bench/floor_app.py under gunicorn on {floor.url} (core {core})")
+        except Exception as error:
+            skipped["floor"] = _skip("floor", error)
+            floor = None
+    return targets, skipped, Reference(peer, floor)
 
 
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,13 +255,11 @@ def _broker_verify(core: int) -> dict[str, Any] | None:
         return {"error": (done.stderr or done.stdout).strip()[-300:]}
 
 
-def _round(
-    targets: dict[str, Target], peer: servers.Peer | None, load: loadgen.Load
-) -> dict[str, Any]:
-    """Peer first, then every scenario on every database, interleaved."""
+def _round(targets: dict[str, Target], reference: Reference, load: loadgen.Load) -> dict[str, Any]:
+    """Peer and floor first, then every scenario on every database, interleaved."""
     results: dict[str, Any] = {}
-    if peer is not None:
-        results["peer"] = loadgen.client_credentials(peer.url, peer.client, load, peer.pid)
+    for name, other in reference.each():
+        results[name] = loadgen.client_credentials(other.url, other.client, load, other.pid)
     for name, target in targets.items():
         results[name] = {"client_credentials": target.client_credentials(load)}
     for name, target in targets.items():
@@ -245,9 +272,9 @@ def _round(
     return results
 
 
-def _ratios(history: list[dict[str, Any]], name: str) -> dict[str, float]:
+def _ratios(history: list[dict[str, Any]], name: str, reference: str) -> dict[str, float]:
     def ratio(key: str) -> float:
-        values = [h[name]["client_credentials"][key] / h["peer"][key] for h in history]
+        values = [h[name]["client_credentials"][key] / h[reference][key] for h in history]
         return round(statistics.median(values), 3)
 
     return {
@@ -284,7 +311,11 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
     else:
         output["postgresql"] = {"skipped": "BENCH_PG_URL is empty"}
     with_peer = _setting("BENCH_PEER", "1") != "0"
-    targets, skipped, peer = _bring_up(cleanup, work, wanted, server_core, with_peer)
+    with_floor = _setting("BENCH_FLOOR", "1") != "0"
+    targets, skipped, reference = _bring_up(
+        cleanup, work, wanted, server_core, with_peer, with_floor
+    )
+    peer = reference.peer
     output.update(skipped)
     os.sched_setaffinity(0, {load_core})  # from here on this process and wrk leave core 0 alone
 
@@ -293,11 +324,11 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
         loadgen.client_credentials(
             peer.url, peer.client, loadgen.Load(PEER_WARMUP_SECONDS, load_core), peer.pid
         )
-    _round(targets, None, loadgen.Load(warmup, load_core))
+    _round(targets, Reference(None, reference.floor), loadgen.Load(warmup, load_core))
     history = []
     for number in range(1, rounds + 1):
         started = time.monotonic()
-        history.append(_round(targets, peer, loadgen.Load(seconds, load_core)))
+        history.append(_round(targets, reference, loadgen.Load(seconds, load_core)))
         took = time.monotonic() - started
         log(f"round {number}/{rounds} ({took:.0f}s): {_describe(history[-1])}")
 
@@ -306,11 +337,18 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
         output[name].update(_audit_counts(target))
     if peer is not None:
         output["peer"] = {"client_credentials": _median([h["peer"] for h in history])}
-        output["ratio_vs_peer"] = {name: _ratios(history, name) for name in targets}
+        output["ratio_vs_peer"] = {name: _ratios(history, name, "peer") for name in targets}
         output["ratio_vs_peer"]["method"] = (
             "median over rounds of ours/peer in the same round; per_server_cpu_second "
             "compares work per CPU-second of each server process, which a busy machine "
             "distorts less than the rate"
+        )
+    if reference.floor is not None:
+        output["floor"] = {"client_credentials": _median([h["floor"] for h in history])}
+        output["ratio_vs_floor"] = {name: _ratios(history, name, "floor") for name in targets}
+        output["ratio_vs_floor"]["method"] = (
+            "as ratio_vs_peer, against bench/floor_app.py (Flask + PyJWT signing ES256, "
+            "nothing else) under the same gunicorn worker"
         )
     broker = _broker_verify(server_core)
     if broker is not None:
@@ -318,7 +356,7 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
     output["load"] = {
         "tool": "wrk (Debian), pinned to the load core",
         "static": f"-t1 -c{loadgen.CONNECTIONS} -d{seconds}s "
-        "(client_credentials, refresh, token_exchange, peer)",
+        "(client_credentials, refresh, token_exchange, peer, floor)",
         "code_flow": f"-t{loadgen.CONNECTIONS} -c{loadgen.CONNECTIONS} -d{seconds}s "
         "(one connection per Lua state, GET /authorize then POST /token)",
         "rounds": rounds,

@@ -250,14 +250,18 @@ def start(server: AuthServer, cleanup: Cleanup, core: int) -> None:
     wait_ready(server)
 
 
-def worker_pid(server: AuthServer) -> int:
-    """The gunicorn worker's pid (the master's only child)."""
-    assert server.process is not None
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+def _only_worker(master: subprocess.Popen[Any]) -> int:
+    """The pid of a gunicorn master's only child, its worker."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
     pids = [int(pid) for pid in children.read_text().split()]
     if len(pids) != 1:
         raise RuntimeError(f"expected one gunicorn worker, found {pids}")
     return pids[0]
+
+
+def worker_pid(server: AuthServer) -> int:
+    assert server.process is not None
+    return _only_worker(server.process)
 
 
 @dataclass
@@ -272,6 +276,54 @@ class Peer:
     @property
     def client(self) -> ClientCredentials:
         return ClientCredentials(*PEER_CLIENT)
+
+
+@dataclass
+class Floor:
+    """bench/floor_app.py under the same gunicorn as ours (see that module)."""
+
+    port: int
+    process: subprocess.Popen[Any]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client(self) -> ClientCredentials:
+        return ClientCredentials("floor-client", "unchecked")
+
+    @property
+    def pid(self) -> int:
+        return _only_worker(self.process)
+
+
+def launch_floor(cleanup: Cleanup, core: int, workdir: Path) -> Floor:
+    port = free_port()
+    command = [
+        "taskset",
+        "-c",
+        str(core),
+        str(GUNICORN),
+        "--workers=1",
+        *worker_args(),
+        f"--bind=127.0.0.1:{port}",
+        "--log-level=warning",
+        "bench.floor_app:app",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    output = workdir / "floor-gunicorn.log"
+    process = _background(cleanup, "floor gunicorn", command, env, ROOT, output)
+    return Floor(port, process, workdir)
+
+
+def floor_ready(floor: Floor) -> Floor:
+    try:
+        wait_http(floor.url + "/ready", lambda: floor.process.poll() is None)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}: {_tail(floor.workdir / 'floor-gunicorn.log')}") from None
+    return floor
 
 
 def _peer_dir() -> Path:
