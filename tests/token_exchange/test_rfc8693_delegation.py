@@ -50,6 +50,26 @@ def test_exchange_is_audited_with_actor_chain(app, client, setup):
     assert event.details["audience"] == API and event.details["scope"] == "portfolio:read"
 
 
+def test_subject_and_actor_tokens_are_each_judged_when_read_together(app, client, setup):
+    """Both tokens' records are fetched with one query; each is still judged on its own:
+    the user's token as subject, the agent's own as actor, and also one token in both
+    places (the agent down-scoping its own token, naming itself as actor)."""
+    own = client.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
+    ).json["access_token"]
+    actor = {"actor_token": own, "actor_token_type": SUBJECT_ACCESS}
+    delegated = exchange(client, setup.agent, setup.tokens["access_token"], **actor)
+    assert delegated.status_code == 200, delegated.json
+    assert claims(delegated.json["access_token"])["sub"] == setup.user_id
+    assert claims(delegated.json["access_token"])["act"] == {"sub": "agent"}
+    before = issued_counts(app)
+    itself = exchange(client, setup.agent, own, scope="portfolio:read", **actor)
+    assert itself.status_code == 200, itself.json
+    assert claims(itself.json["access_token"])["sub"] == "agent"
+    assert claims(itself.json["access_token"])["act"] == {"sub": "agent"}
+    assert issued_counts(app)["access_tokens"] == before["access_tokens"] + 1
+
+
 def test_scope_defaults_to_intersection(app, client, setup):
     """Without `scope`: subject ∩ client ∩ resource."""
     response = exchange(client, setup.agent, setup.tokens["access_token"])

@@ -7,6 +7,7 @@ invalid for any reason").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ...models import Grant, now
 from ...tokens import InvalidOwnToken, TokenMinter
-from ..endpoints.lookup import find_access_token, find_refresh_token
+from ..endpoints.lookup import FoundToken, find_access_tokens, find_refresh_token
 from ..scopes import scope_list
 
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a token-type URN)
@@ -27,6 +28,8 @@ MAX_TOKEN_LENGTH = 8192
 
 class UnusableToken(Exception):
     """The presented token is unknown, expired, revoked, foreign or of the wrong type."""
+
+    position = 0  # which of the tokens read together (`read_presented_tokens`)
 
 
 class ReusedRefreshToken(UnusableToken):
@@ -49,8 +52,7 @@ class PresentedToken:
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-def _from_access_token(session: Session, minter: TokenMinter, value: str) -> PresentedToken:
-    found = find_access_token(session, minter, value)
+def _from_access_token(found: FoundToken | None) -> PresentedToken:
     if found is None or not found.active:
         raise UnusableToken("access token is not active")
     claims = found.claims
@@ -144,15 +146,41 @@ def _from_id_token(
     )
 
 
-def read_presented_token(
-    session: Session, minter: TokenMinter, value: str, token_type: str, requester: str
+def _read_one(
+    session: Session,
+    minter: TokenMinter,
+    value: str,
+    token_type: str,
+    requester: str,
+    access_token: FoundToken | None,
 ) -> PresentedToken:
     if not value or len(value) > MAX_TOKEN_LENGTH:
         raise UnusableToken("missing or oversized token")
     if token_type == ACCESS_TOKEN:
-        return _from_access_token(session, minter, value)
+        return _from_access_token(access_token)
     if token_type == REFRESH_TOKEN:
         return _from_refresh_token(session, value, requester)
     if token_type == ID_TOKEN:
         return _from_id_token(session, minter, value, requester)
     raise UnusableToken("unsupported token type")
+
+
+def read_presented_tokens(
+    session: Session, minter: TokenMinter, presented: Sequence[tuple[str, str]], requester: str
+) -> list[PresentedToken]:
+    """Each (value, token type), read in order; the access tokens' records with one SELECT.
+
+    The first that cannot be used raises, with its index as `position`, so the caller can
+    name the parameter; those after it are not judged (a reused refresh token among them
+    would otherwise revoke its family for a request already refused).
+    """
+    access_values = [value if kind == ACCESS_TOKEN else "" for value, kind in presented]
+    records = find_access_tokens(session, minter, access_values)
+    tokens = []
+    for position, ((value, kind), record) in enumerate(zip(presented, records, strict=True)):
+        try:
+            tokens.append(_read_one(session, minter, value, kind, requester, record))
+        except UnusableToken as unusable:
+            unusable.position = position
+            raise
+    return tokens

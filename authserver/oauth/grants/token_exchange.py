@@ -32,7 +32,7 @@ from ..exchange.presented import (
     PresentedToken,
     ReusedRefreshToken,
     UnusableToken,
-    read_presented_token,
+    read_presented_tokens,
 )
 from ..issuance import revoke_reused_family, token_body
 from ..scopes import resolve_resources, scope_list
@@ -51,13 +51,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             raise UnauthorizedClientError("The client is not registered for token exchange.")
         self.request.client = client
         self._check_parameters()
-        form = self.request.form
-        subject = self._read(form["subject_token"], form["subject_token_type"], "subject_token")
-        actor = None
-        if form.get("actor_token"):
-            actor = self._read(form["actor_token"], form["actor_token_type"], "actor_token")
+        subject, actor = self._read_presented_tokens()
         self.request.subject = subject
         self.request.act = self._delegation(client.model, subject, actor)
+        form = self.request.form
         if form.get("requested_token_type") == federated.FEDERATED_TOKEN_TYPE:
             try:
                 self.request.connection = federated.load_connection(
@@ -87,20 +84,25 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         if form.get("requested_token_type", ACCESS_TOKEN) not in self.REQUESTED_TOKEN_TYPES:
             raise InvalidRequestError("Unsupported 'requested_token_type'.")
 
-    def _read(self, value: str, token_type: str, name: str) -> PresentedToken:
+    def _read_presented_tokens(self) -> tuple[PresentedToken, PresentedToken | None]:
+        form = self.request.form
+        names = ["subject_token"] + (["actor_token"] if form.get("actor_token") else [])
+        presented = [(form[name], form[f"{name}_type"]) for name in names]
         try:
-            return read_presented_token(
+            tokens = read_presented_tokens(
                 self.server.db(),
                 self.server.runtime.minter,
-                value,
-                token_type,
+                presented,
                 self.request.client.client_id,
             )
         except ReusedRefreshToken as reused:
             revoke_reused_family(self.server, reused.grant)
+            name = names[reused.position]
             raise InvalidRequestError(f"The '{name}' is invalid, expired or revoked.") from None
-        except UnusableToken:
+        except UnusableToken as unusable:
+            name = names[unusable.position]
             raise InvalidRequestError(f"The '{name}' is invalid, expired or revoked.") from None
+        return tokens[0], (tokens[1] if len(tokens) > 1 else None)
 
     def _target(self) -> ResourceSnapshot:
         """`audience` and `resource` together must name exactly one registered resource server."""
