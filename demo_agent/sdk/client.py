@@ -127,18 +127,24 @@ class AuthClient(DelegatedTokens):
         announce: Callable[[str], None] = print,
         opener: Callable[[str], bool] = open_system_browser,
         timeout: float = 300.0,
+        push: bool | None = None,
         **extra: str,
     ) -> TokenSet:
         """Authorization code + PKCE S256 over the loopback redirect (or `user_agent`).
 
         Without `user_agent`, a one-shot listener waits on the redirect URI's port while
         `opener` shows the URL in the system browser (when there is one); `announce`
-        always prints the URL.
+        always prints the URL. `push` sends the request to the pushed authorization
+        request endpoint first (RFC 9126); by default only when discovery says the server
+        requires it (`require_pushed_authorization_requests`).
         """
         uri = redirect_uri or self.redirect_uri
         if not uri:
             raise SdkError("sign-in needs a redirect_uri")
-        request = signin.authorization_request(self.discovery, self.client_id, uri, scope, **extra)
+        pusher = self._pusher(push)
+        request = signin.authorization_request(
+            self.discovery, self.client_id, uri, scope, pusher, **extra
+        )
         callback = signin.run_browser_step(request, user_agent, announce, opener, timeout)
         code = signin.authorization_code(callback, request, self.discovery)
         tokens = self.token_request(signin.code_form(code, request))
@@ -148,6 +154,24 @@ class AuthClient(DelegatedTokens):
             self._username = None
             self._exchanged.clear()
         return tokens
+
+    def _pusher(self, push: bool | None) -> signin.Pusher | None:
+        metadata = self.metadata
+        if push is None:
+            push = metadata.get("require_pushed_authorization_requests") is True
+        if not push:
+            return None
+        if not metadata.get("pushed_authorization_request_endpoint"):
+            raise SignInError("the server offers no pushed authorization requests (RFC 9126)")
+        return self._push
+
+    def _push(self, parameters: dict[str, str]) -> str:
+        """RFC 9126 §2: the request, with client authentication; 201 with `request_uri`."""
+        body = self.post("pushed_authorization_request_endpoint", parameters)
+        request_uri = body.get("request_uri")
+        if not isinstance(request_uri, str) or not request_uri:
+            raise SignInError("the pushed authorization response carries no request_uri")
+        return request_uri
 
     def _check_id_token(
         self, tokens: TokenSet, nonce: str | None, requested: str = ""

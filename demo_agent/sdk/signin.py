@@ -1,9 +1,12 @@
 """Sign-in: authorization code flow with PKCE over a loopback redirect.
 
 RFC 6749 §4.1 with RFC 7636 PKCE (S256 only, §4.2), RFC 8252 §7.3 loopback
-redirects, OIDC Core §3.1.2.1 `nonce`. The authorization response is checked before
-the code is used: `state` (RFC 6749 §10.12), the issuer identifier `iss` (RFC 9207
-§2.4, required when discovery says the server sends it), then an error or a code.
+redirects, OIDC Core §3.1.2.1 `nonce`. The request can be pushed first (RFC 9126 PAR):
+its parameters then travel in the back channel and the browser carries only
+`client_id` and the `request_uri` the server returned. The authorization response is
+checked before the code is used: `state` (RFC 6749 §10.12), the issuer identifier
+`iss` (RFC 9207 §2.4, required when discovery says the server sends it), then an error
+or a code.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from .masking import mask
 
 UserAgent = Callable[[str], str]
 """Drives the browser part: gets the authorization URL, returns the final redirect URL."""
+
+Pusher = Callable[[dict[str, str]], str]
+"""Pushes the request's parameters (RFC 9126 §2.1) and returns the `request_uri`."""
 
 
 def _random() -> str:
@@ -51,9 +57,15 @@ def s256(verifier: str) -> str:
 
 
 def authorization_request(
-    discovery: Discovery, client_id: str, redirect_uri: str, scope: str, **extra: str
+    discovery: Discovery,
+    client_id: str,
+    redirect_uri: str,
+    scope: str,
+    push: Pusher | None = None,
+    **extra: str,
 ) -> AuthorizationRequest:
-    """A fresh request with 256-bit state, nonce and code verifier (RFC 7636 §7.1)."""
+    """A fresh request with 256-bit state, nonce and code verifier (RFC 7636 §7.1);
+    pushed first with `push`, so the URL carries only its reference (RFC 9126 §4)."""
     if not discovery.supports("code_challenge_methods_supported", "S256"):
         raise SignInError("the server does not advertise PKCE with S256")
     state, nonce, verifier = _random(), _random(), _random() + _random()
@@ -68,6 +80,8 @@ def authorization_request(
         "code_challenge_method": "S256",
         **extra,
     }
+    if push is not None:
+        query = {"client_id": client_id, "request_uri": push(query)}
     url = f"{discovery.endpoint('authorization_endpoint')}?{urlencode(query)}"
     return AuthorizationRequest(url, redirect_uri, state, nonce, verifier)
 

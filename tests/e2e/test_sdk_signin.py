@@ -14,11 +14,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
-from demo_agent.sdk import AccessDenied, InvalidGrant, SdkError, SignInError
+from demo_agent.sdk import AccessDenied, AuthClient, InvalidGrant, SdkError, SignInError
 from demo_agent.sdk.loopback import RedirectTarget
 from tests.support.db import issued_counts
 
-from .conftest import AGENT_SCOPE
+from .conftest import AGENT_SCOPE, register_agent
 
 
 def _query(url: str) -> dict[str, str]:
@@ -52,6 +52,68 @@ def test_sign_in_with_pkce_validates_the_id_token(scene):
     assert client.id_claims["nonce"] == query["nonce"]
     assert tokens.refresh_token and client.tokens is tokens
     assert client.username() == "alice"
+
+
+def test_sign_in_pushes_the_request_when_asked(scene):
+    """RFC 9126: with `push=True` the parameters go to the pushed authorization request
+    endpoint (with client authentication) and the browser carries only `client_id` and
+    `request_uri`; the sign-in then completes as usual."""
+    seen: list[str] = []
+    client = scene.client()
+
+    def user_agent(url: str) -> str:
+        seen.append(url)
+        return scene.browser().authorize(url)
+
+    client.sign_in(user_agent, scope=AGENT_SCOPE, push=True)
+    query = _query(seen[0])
+    assert set(query) == {"client_id", "request_uri"}
+    assert query["client_id"] == scene.agent.client_id
+    assert query["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+    assert client.signed_in and client.username() == "alice"
+
+
+def test_sign_in_pushes_when_the_server_requires_it(scene):
+    """RFC 9126 §5: discovery's `require_pushed_authorization_requests` makes the SDK push
+    without being asked. The agent here is registered to require pushing, so a request
+    that did not push would be refused."""
+    agent = register_agent(
+        scene.server.app, scene.broker.url, client_id="par-agent", require_par=True
+    )
+    client = AuthClient(
+        scene.issuer, agent.client_id, agent.client_secret, redirect_uri=agent.redirect_uri
+    )
+    scene.clients.append(client)
+    client.discovery.metadata()["require_pushed_authorization_requests"] = True
+    seen: list[str] = []
+
+    def user_agent(url: str) -> str:
+        seen.append(url)
+        return scene.browser().authorize(url)
+
+    client.sign_in(user_agent, scope=AGENT_SCOPE)
+    assert set(_query(seen[0])) == {"client_id", "request_uri"}
+    assert client.signed_in
+    unpushed = AuthClient(
+        scene.issuer, agent.client_id, agent.client_secret, redirect_uri=agent.redirect_uri
+    )
+    scene.clients.append(unpushed)
+    before = issued_counts(scene.server.app)
+    with pytest.raises(SdkError) as refused:
+        unpushed.sign_in(scene.browser().authorize, scope=AGENT_SCOPE, push=False)
+    assert refused.value.error == "invalid_request"
+    assert issued_counts(scene.server.app) == before
+
+
+def test_push_without_a_pushed_authorization_request_endpoint_is_refused(scene):
+    """Asked to push to a server that offers no endpoint for it, the SDK stops before
+    anything is sent rather than sending the request in the URL after all."""
+    client = scene.client()
+    client.discovery.metadata().pop("pushed_authorization_request_endpoint")
+    opened: list[str] = []
+    with pytest.raises(SignInError, match="RFC 9126"):
+        client.sign_in(opened.append, scope=AGENT_SCOPE, push=True)
+    assert opened == []
 
 
 def test_sign_in_over_the_loopback_listener(scene):
