@@ -218,19 +218,24 @@ def worker_args() -> list[str]:
     return WORKERS[worker_name()]
 
 
-def launch(server: AuthServer, cleanup: Cleanup, core: int) -> None:
-    """gunicorn, one worker (`worker_args`), pinned to `core`; `wait_ready` waits for it."""
-    command = [
+def _gunicorn(core: int, port: int, app: str) -> list[str]:
+    """gunicorn with one worker (`worker_args`) serving `app`, pinned to `core`."""
+    return [
         "taskset",
         "-c",
         str(core),
         str(GUNICORN),
         "--workers=1",
         *worker_args(),
-        f"--bind=127.0.0.1:{server.port}",
+        f"--bind=127.0.0.1:{port}",
         "--log-level=warning",
-        "authserver:create_app()",
+        app,
     ]
+
+
+def launch(server: AuthServer, cleanup: Cleanup, core: int) -> None:
+    """Our server under gunicorn (`_gunicorn`); `wait_ready` waits for it."""
+    command = _gunicorn(core, server.port, "authserver:create_app()")
     output = server.workdir / "gunicorn.log"
     what = f"{server.name} gunicorn"
     server.process = _background(cleanup, what, command, server.env, server.workdir, output)
@@ -265,13 +270,17 @@ def worker_pid(server: AuthServer) -> int:
 
 
 @dataclass
-class Peer:
+class _OnLoopback:
     port: int
-    pid: int
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Peer(_OnLoopback):
+    pid: int
 
     @property
     def client(self) -> ClientCredentials:
@@ -279,16 +288,11 @@ class Peer:
 
 
 @dataclass
-class Floor:
+class Floor(_OnLoopback):
     """bench/floor_app.py under the same gunicorn as ours (see that module)."""
 
-    port: int
     process: subprocess.Popen[Any]
     workdir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def client(self) -> ClientCredentials:
@@ -301,17 +305,7 @@ class Floor:
 
 def launch_floor(cleanup: Cleanup, core: int, workdir: Path) -> Floor:
     port = free_port()
-    command = [
-        "taskset",
-        "-c",
-        str(core),
-        str(GUNICORN),
-        "--workers=1",
-        *worker_args(),
-        f"--bind=127.0.0.1:{port}",
-        "--log-level=warning",
-        "bench.floor_app:app",
-    ]
+    command = _gunicorn(core, port, "bench.floor_app:app")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     output = workdir / "floor-gunicorn.log"
     process = _background(cleanup, "floor gunicorn", command, env, ROOT, output)

@@ -235,35 +235,26 @@ def test_invalid_actor_token(app, client, setup):
     )
 
 
-def test_revoked_actor_token(app, client, setup):
-    """§2.2.2: a revoked actor_token (RFC 7009) no longer speaks for the agent, and the
-    error names the actor token, not the (good) subject token read with it."""
-    actor = own_token(client, setup.agent)
-    client.post("/revoke", auth=setup.agent.basic_auth, data={"token": actor})
+@pytest.mark.parametrize("revoked", ["actor_token", "subject_token"])
+def test_revoked_actor_or_subject_token(app, client, setup, revoked):
+    """§2.2.2: a revoked actor_token (RFC 7009) no longer speaks for the agent, nor a
+    revoked subject_token for the user; the error names the one revoked, not the good
+    one read with it."""
+    tokens = {
+        "actor_token": own_token(client, setup.agent),
+        "subject_token": setup.tokens["access_token"],
+    }
+    owner = setup.agent if revoked == "actor_token" else setup.web
+    client.post("/revoke", auth=owner.basic_auth, data={"token": tokens[revoked]})
     response = refused_exchange(
         app,
         client,
         setup.agent,
-        setup.tokens["access_token"],
-        actor_token=actor,
+        tokens["subject_token"],
+        actor_token=tokens["actor_token"],
         actor_token_type=SUBJECT_ACCESS,
     )
-    assert "'actor_token'" in response.json["error_description"]
-
-
-def test_revoked_subject_token_with_a_good_actor_token(app, client, setup):
-    """The error names the subject token when it is the one that cannot be used."""
-    actor = own_token(client, setup.agent)
-    client.post("/revoke", auth=setup.web.basic_auth, data={"token": setup.tokens["access_token"]})
-    response = refused_exchange(
-        app,
-        client,
-        setup.agent,
-        setup.tokens["access_token"],
-        actor_token=actor,
-        actor_token_type=SUBJECT_ACCESS,
-    )
-    assert "'subject_token'" in response.json["error_description"]
+    assert f"'{revoked}'" in response.json["error_description"]
 
 
 def test_client_without_delegation_rights(app, client, setup):
