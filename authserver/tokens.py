@@ -9,6 +9,7 @@ Refresh tokens are opaque 256-bit values stored as SHA-256 digests.
 from __future__ import annotations
 
 import copy
+import hashlib
 import secrets
 import threading
 from collections import OrderedDict
@@ -27,9 +28,12 @@ from .settings import Settings
 
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, RFC 9068 §2.1)
 CLOCK_SKEW_SECONDS = 30
-# Tokens whose signature check a process remembers (`VerifiedTokens`); at about 2 KB
-# each (token, claims, entry) this bounds it near 8 MB.
+# Tokens whose signature check a process remembers (`VerifiedTokens`), and the longest
+# remembered (longer ones, rare, are checked every time). An entry is the token's SHA-256
+# and its claims: about 1.8 KB for a delegated access token, at most about 6 KB at this
+# length, so at most about 25 MB per process.
 VERIFIED_TOKENS_KEPT = 4096
+VERIFIED_TOKEN_MAX_LENGTH = 2048
 # Built once: SQLAlchemy memoises a statement's cache key, so reuse skips recomputing it.
 INSERT_ACCESS_TOKEN = insert(AccessTokenRecord.__table__)
 
@@ -62,11 +66,22 @@ class InvalidOwnToken(Exception):
 
 
 @dataclass(frozen=True)
-class _Verified:
+class VerifiedToken:
     kid: str
     public_key: Any  # the key object the signature was checked with
     typ: str  # the header's `typ`, lower-cased
     claims: dict[str, Any]
+
+
+def _memo_key(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def _expired(claims: dict[str, Any]) -> bool:
+    """PyJWT's rule: expired once `exp` is at or before now minus the leeway. Only
+    ever applied to claims PyJWT has verified, whose `exp` this server wrote (an int)."""
+    expires = claims.get("exp")
+    return not (isinstance(expires, int) and expires > now() - CLOCK_SKEW_SECONDS)
 
 
 class VerifiedTokens:
@@ -77,28 +92,38 @@ class VerifiedTokens:
     parsing is most of what reading one costs. A hit skips only what cannot change for
     the same bytes under the same key: signature, algorithm, issuer, required claims.
     Whether that key is still published, the `typ` and the expiry are checked at every
-    use (`TokenMinter.verify`), and revocation stays the callers' database read. Only
-    tokens that verified enter, and the least recently used one leaves when it is full,
-    so presenting junk neither grows it nor evicts anything. The same design as a JWT
-    cache in an API gateway (Envoy's `jwt_cache_config`).
+    use (`TokenMinter.verify`), and revocation stays the callers' database read. The
+    same design as a JWT cache in an API gateway (Envoy's `jwt_cache_config`).
+
+    Keyed by the token's SHA-256, so the process keeps no bearer token beyond its
+    request. Only tokens signed by this server's published keys and not yet expired
+    enter, and the least recently used leaves when it is full: junk never enters, and
+    evicting others takes many genuine tokens (a few encodings of one token verify
+    alike and count apart), which only costs the signature checks saved.
     """
 
     def __init__(self, size: int = VERIFIED_TOKENS_KEPT) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._entries: OrderedDict[bytes, VerifiedToken] = OrderedDict()
 
-    def get(self, token: str) -> _Verified | None:
+    def get(self, token: str) -> VerifiedToken | None:
+        if len(token) > VERIFIED_TOKEN_MAX_LENGTH:
+            return None
+        key = _memo_key(token)
         with self._lock:
-            entry = self._entries.get(token)
+            entry = self._entries.get(key)
             if entry is not None:
-                self._entries.move_to_end(token)
+                self._entries.move_to_end(key)
             return entry
 
-    def put(self, token: str, entry: _Verified) -> None:
+    def put(self, token: str, entry: VerifiedToken) -> None:
+        if len(token) > VERIFIED_TOKEN_MAX_LENGTH or _expired(entry.claims):
+            return
+        key = _memo_key(token)
         with self._lock:
-            self._entries[token] = entry
-            self._entries.move_to_end(token)
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
@@ -190,19 +215,16 @@ class TokenMinter:
             self.verified.put(token, known)
         if typ is not None and known.typ != typ:
             raise InvalidOwnToken("wrong token type")
-        # PyJWT's own rule, for a token it accepted before: expired once `exp` is at or
-        # before now minus the leeway.
-        expires = known.claims["exp"]
-        if verify_exp and not (isinstance(expires, int) and expires > now() - CLOCK_SKEW_SECONDS):
+        if verify_exp and _expired(known.claims):
             raise InvalidOwnToken("invalid or expired token")
         # A copy: the remembered claims are shared by every later presentation.
         return copy.deepcopy(known.claims)
 
-    def _still_published(self, known: _Verified) -> bool:
+    def _still_published(self, known: VerifiedToken) -> bool:
         key = self.signing_keys.verification_key(known.kid)
         return key is not None and key.public_key is known.public_key
 
-    def _check_signature(self, token: str, verify_exp: bool) -> _Verified:
+    def _check_signature(self, token: str, verify_exp: bool) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -227,7 +249,7 @@ class TokenMinter:
         except jwt.PyJWTError:
             raise InvalidOwnToken("invalid or expired token") from None
         typ = str(header.get("typ", "")).lower()
-        return _Verified(kid, key.public_key, typ, claims)
+        return VerifiedToken(kid, key.public_key, typ, claims)
 
 
 def issue_refresh_token(

@@ -136,7 +136,9 @@ class AuthClient(DelegatedTokens):
         `opener` shows the URL in the system browser (when there is one); `announce`
         always prints the URL. `push` sends the request to the pushed authorization
         request endpoint first (RFC 9126); by default only when discovery says the server
-        requires it (`require_pushed_authorization_requests`).
+        requires it (`require_pushed_authorization_requests`), and `push=False` is then
+        refused. A client registered to push (RFC 9126 §6) passes `push=True`: that is
+        not in discovery.
         """
         uri = redirect_uri or self.redirect_uri
         if not uri:
@@ -157,9 +159,11 @@ class AuthClient(DelegatedTokens):
 
     def _pusher(self, push: bool | None) -> signin.Pusher | None:
         metadata = self.metadata
-        if push is None:
-            push = metadata.get("require_pushed_authorization_requests") is True
-        if not push:
+        required = metadata.get("require_pushed_authorization_requests") is True
+        if push is False and required:
+            # RFC 9126 §5: the client MUST push; the request never goes into the URL.
+            raise SignInError("the server requires pushed authorization requests (RFC 9126)")
+        if not (push or required):
             return None
         if not metadata.get("pushed_authorization_request_endpoint"):
             raise SignInError("the server offers no pushed authorization requests (RFC 9126)")

@@ -94,13 +94,17 @@ def test_sign_in_pushes_when_the_server_requires_it(scene):
     client.sign_in(user_agent, scope=AGENT_SCOPE)
     assert set(_query(seen[0])) == {"client_id", "request_uri"}
     assert client.signed_in
+    opened: list[str] = []
+    with pytest.raises(SignInError, match="requires pushed"):
+        client.sign_in(opened.append, scope=AGENT_SCOPE, push=False)
+    assert opened == [], "RFC 9126 §5: the request must not go into the URL"
     unpushed = AuthClient(
         scene.issuer, agent.client_id, agent.client_secret, redirect_uri=agent.redirect_uri
     )
-    scene.clients.append(unpushed)
+    scene.clients.append(unpushed)  # its discovery says nothing is required
     before = issued_counts(scene.server.app)
     with pytest.raises(SdkError) as refused:
-        unpushed.sign_in(scene.browser().authorize, scope=AGENT_SCOPE, push=False)
+        unpushed.sign_in(scene.browser().authorize, scope=AGENT_SCOPE)
     assert refused.value.error == "invalid_request"
     assert issued_counts(scene.server.app) == before
 

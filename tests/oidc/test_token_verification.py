@@ -18,7 +18,9 @@ from authserver.models import now
 from authserver.tokens import (
     ACCESS_TOKEN_TYP,
     CLOCK_SKEW_SECONDS,
+    VERIFIED_TOKEN_MAX_LENGTH,
     InvalidOwnToken,
+    VerifiedToken,
     VerifiedTokens,
 )
 
@@ -119,13 +121,32 @@ def test_a_token_with_a_wrong_signature_is_refused_after_the_genuine_one_was_see
         minter.verify(forged)
 
 
+def test_tokens_already_expired_or_very_long_are_checked_every_time(runtime):
+    """Only tokens that are still valid and of a usual length are remembered: expired ones
+    (introspection verifies without expiry) and long ones would only take room."""
+    minter = runtime.minter
+    expired = signed(runtime, iat=now() - 7200, exp=now() - 3600)
+    long = signed(runtime, padding="p" * VERIFIED_TOKEN_MAX_LENGTH)
+    for token in (expired, long):
+        assert minter.verify(token, verify_exp=False)["sub"] == "user-1"
+        assert minter.verified.get(token) is None
+    assert minter.verify(long)["padding"] == "p" * VERIFIED_TOKEN_MAX_LENGTH
+    usual = signed(runtime)
+    minter.verify(usual)
+    assert minter.verified.get(usual) is not None
+
+
+def _entry(name: str) -> VerifiedToken:
+    return VerifiedToken("kid", None, "at+jwt", {"sub": name, "exp": now() + 300})
+
+
 def test_the_memo_keeps_only_the_most_recently_used():
     memo = VerifiedTokens(size=2)
-    entries = {name: object() for name in ("a", "b", "c")}
-    memo.put("a", entries["a"])  # type: ignore[arg-type]
-    memo.put("b", entries["b"])  # type: ignore[arg-type]
+    entries = {name: _entry(name) for name in ("a", "b", "c")}
+    memo.put("a", entries["a"])
+    memo.put("b", entries["b"])
     assert memo.get("a") is entries["a"]  # now the most recent
-    memo.put("c", entries["c"])  # type: ignore[arg-type]
+    memo.put("c", entries["c"])
     assert len(memo) == 2
     assert memo.get("b") is None
     assert memo.get("a") is entries["a"]
