@@ -137,7 +137,7 @@ def test_tokens_already_expired_or_very_long_are_checked_every_time(runtime):
 
 
 def _entry(name: str) -> VerifiedToken:
-    return VerifiedToken("kid", None, "at+jwt", {"sub": name, "exp": now() + 300})
+    return VerifiedToken.of("kid", None, "at+jwt", {"sub": name, "exp": now() + 300})
 
 
 def test_the_memo_keeps_only_the_most_recently_used():
