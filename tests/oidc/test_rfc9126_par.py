@@ -283,9 +283,10 @@ def test_malformed_pushes_are_refused(app, client, rp, how):
 # §4 and §7.3: what /authorize refuses. A page (the redirect URI is not trusted), no code.
 
 
-def refused_at_authorize(app, response):
+def refused_at_authorize(app, send):
+    """`send()` is refused with an error page, and issues nothing (counted around it)."""
     before = issued_counts(app)
-    page = error_page(response)
+    page = error_page(send())
     assert last_refusal(app, "authorize") == "invalid_request_uri"
     assert issued_counts(app) == before
     return page
@@ -294,16 +295,20 @@ def refused_at_authorize(app, response):
 def test_a_reference_works_only_for_the_client_that_pushed_it(app, client, signed_in, rp, other_rp):
     """§4: the AS "MUST ... ensure that the request_uri was issued to the client_id"."""
     request_uri = pushed_uri(push(client, rp))
-    refused_at_authorize(app, authorize_by_reference(signed_in, other_rp.client_id, request_uri))
-    response = signed_in.client.get("/authorize?" + urlencode({"request_uri": request_uri}))
-    refused_at_authorize(app, response)
+    refused_at_authorize(
+        app, lambda: authorize_by_reference(signed_in, other_rp.client_id, request_uri)
+    )
+    without_client = "/authorize?" + urlencode({"request_uri": request_uri})
+    refused_at_authorize(app, lambda: signed_in.client.get(without_client))
 
 
 def test_an_unknown_reference_is_refused(app, client, signed_in, rp):
     push(client, rp)
     unknown = (REQUEST_URI_PREFIX + "x" * 43, REQUEST_URI_PREFIX, REQUEST_URI_PREFIX + "y" * 500)
     for value in unknown:
-        refused_at_authorize(app, authorize_by_reference(signed_in, rp.client_id, value))
+        refused_at_authorize(
+            app, lambda value=value: authorize_by_reference(signed_in, rp.client_id, value)
+        )
 
 
 def test_an_expired_reference_is_refused(app, client, signed_in, rp, runtime):
@@ -311,7 +316,9 @@ def test_an_expired_reference_is_refused(app, client, signed_in, rp, runtime):
     request_uri = pushed_uri(push(client, rp))
     with transaction(runtime.session_factory) as session:
         session.execute(update(PushedAuthorizationRequest).values(expires_at=now() - 1))
-    page = refused_at_authorize(app, authorize_by_reference(signed_in, rp.client_id, request_uri))
+    page = refused_at_authorize(
+        app, lambda: authorize_by_reference(signed_in, rp.client_id, request_uri)
+    )
     assert "expired" in page
 
 
@@ -327,8 +334,8 @@ def test_a_reference_is_answered_once(app, client, signed_in, rp):
 
     # The form again, with a fresh CSRF token: the reference is spent before anything is read.
     fields["csrf_token"] = csrf_token(signed_in.client.get("/login").get_data(as_text=True))
-    refused_at_authorize(app, signed_in.client.post("/consent", data=fields))
-    refused_at_authorize(app, authorize_by_reference(signed_in, rp.client_id, request_uri))
+    refused_at_authorize(app, lambda: signed_in.client.post("/consent", data=fields))
+    refused_at_authorize(app, lambda: authorize_by_reference(signed_in, rp.client_id, request_uri))
     assert issued_counts(app)["authorization_codes"] == codes
 
 
@@ -461,7 +468,7 @@ def test_an_error_sent_back_answers_the_request(app, client, signed_in, rp):
     request_uri = pushed_uri(push(client, rp, request_params(rp, prompt="none")))
     response = authorize_by_reference(signed_in, rp.client_id, request_uri)
     assert query_of(response.headers["Location"])["error"] == "consent_required"
-    refused_at_authorize(app, authorize_by_reference(signed_in, rp.client_id, request_uri))
+    refused_at_authorize(app, lambda: authorize_by_reference(signed_in, rp.client_id, request_uri))
 
 
 def test_the_loser_of_a_race_records_no_consent(app, client, signed_in, rp, runtime, monkeypatch):
