@@ -52,8 +52,7 @@ def test_exchange_is_audited_with_actor_chain(app, client, setup):
 
 def test_subject_and_actor_tokens_are_each_judged_when_read_together(app, client, setup):
     """Both tokens' records are fetched with one query; each is still judged on its own:
-    the user's token as subject, the agent's own as actor, and also one token in both
-    places (the agent down-scoping its own token, naming itself as actor)."""
+    the user's token as subject, the agent's own as actor."""
     own = client.post(
         "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
     ).json["access_token"]
@@ -62,12 +61,32 @@ def test_subject_and_actor_tokens_are_each_judged_when_read_together(app, client
     assert delegated.status_code == 200, delegated.json
     assert claims(delegated.json["access_token"])["sub"] == setup.user_id
     assert claims(delegated.json["access_token"])["act"] == {"sub": "agent"}
+
+
+def test_actor_naming_the_subject_itself_is_refused(app, client, setup):
+    """§2.2.2: an actor_token unacceptable by policy is invalid_request. The agent's own token
+    as both subject and actor would issue `act: {sub: agent}` for `sub: agent`, a delegation
+    that never happened; without the actor the same down-scoping exchange is allowed."""
+    own = client.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=setup.agent.basic_auth
+    ).json["access_token"]
     before = issued_counts(app)
-    itself = exchange(client, setup.agent, own, scope="portfolio:read", **actor)
-    assert itself.status_code == 200, itself.json
-    assert claims(itself.json["access_token"])["sub"] == "agent"
-    assert claims(itself.json["access_token"])["act"] == {"sub": "agent"}
-    assert issued_counts(app)["access_tokens"] == before["access_tokens"] + 1
+    response = exchange(
+        client,
+        setup.agent,
+        own,
+        scope="portfolio:read",
+        actor_token=own,
+        actor_token_type=SUBJECT_ACCESS,
+    )
+    assert response.status_code == 400, response.json
+    assert response.json["error"] == "invalid_request"
+    assert "names the subject itself" in response.json["error_description"]
+    assert issued_counts(app) == before
+    alone = exchange(client, setup.agent, own, scope="portfolio:read")
+    assert alone.status_code == 200, alone.json
+    assert claims(alone.json["access_token"])["sub"] == "agent"
+    assert "act" not in claims(alone.json["access_token"])
 
 
 def test_scope_defaults_to_intersection(app, client, setup):

@@ -44,10 +44,16 @@ def check_delegation(client: ClientSnapshot, subject: PresentedToken) -> None:
         raise PolicyRefusal("The subject token's may_act does not name this client.")
 
 
-def check_actor(client: ClientSnapshot, actor: PresentedToken) -> None:
-    """The actor token must be the requesting client's own token (its client-credentials token)."""
+def check_actor(client: ClientSnapshot, subject: PresentedToken, actor: PresentedToken) -> None:
+    """The actor token must be the requesting client's own token (its client-credentials token),
+    acting for someone else: an `act` naming the subject itself would record a delegation
+    that never happened."""
     if actor.client_id != client.client_id or actor.subject != client.client_id:
         raise PolicyRefusal("The actor_token must be the requesting client's own token.")
+    if subject.subject == actor.subject:
+        raise PolicyRefusal(
+            "The actor_token names the subject itself; exchanging one's own token needs no actor."
+        )
 
 
 def act_claim(client: ClientSnapshot, subject: PresentedToken) -> dict[str, Any]:

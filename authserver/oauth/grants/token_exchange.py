@@ -119,7 +119,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         """The resulting `act`: the subject's own, or this client on top of it when delegating."""
         try:
             if actor is not None:
-                policy.check_actor(client, actor)
+                policy.check_actor(client, subject, actor)
             if policy.is_delegation(client, subject, actor):
                 policy.check_delegation(client, subject)
                 return policy.act_claim(client, subject)
