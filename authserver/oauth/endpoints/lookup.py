@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from ...credentials import digest
@@ -32,21 +33,25 @@ def _grant_live(grant: Grant | None) -> bool:
     return grant is None or (grant.revoked_at is None and grant.expires_at > now())
 
 
-# Records and their grants' state in one statement, without loading ORM objects: a token
-# exchange reads two access tokens (subject and actor) and fetches both rows at once.
-_ACCESS_RECORDS_AND_GRANTS = (
-    select(
-        AccessTokenRecord.jti,
-        AccessTokenRecord.client_id,
-        AccessTokenRecord.grant_id,
-        AccessTokenRecord.revoked_at,
-        AccessTokenRecord.expires_at,
-        Grant.revoked_at.label("grant_revoked_at"),
-        Grant.expires_at.label("grant_expires_at"),
+@lru_cache(maxsize=8)
+def _access_records_and_grants(count: int) -> Select[Any]:
+    """Records and their grants' state in one statement, without loading ORM objects: a token
+    exchange reads two access tokens (subject and actor) and fetches both rows at once. One
+    bound parameter per token rather than an expanding IN, which SQLAlchemy re-renders on
+    every execution: there is one statement per count, and a request presents one or two."""
+    return (
+        select(
+            AccessTokenRecord.jti,
+            AccessTokenRecord.client_id,
+            AccessTokenRecord.grant_id,
+            AccessTokenRecord.revoked_at,
+            AccessTokenRecord.expires_at,
+            Grant.revoked_at.label("grant_revoked_at"),
+            Grant.expires_at.label("grant_expires_at"),
+        )
+        .outerjoin(Grant, Grant.id == AccessTokenRecord.grant_id)
+        .where(AccessTokenRecord.jti.in_([bindparam(f"jti_{n}") for n in range(count)]))
     )
-    .outerjoin(Grant, Grant.id == AccessTokenRecord.grant_id)
-    .where(AccessTokenRecord.jti.in_(bindparam("jtis", expanding=True)))
-)
 
 
 def _our_access_token_claims(minter: TokenMinter, value: str) -> dict[str, Any] | None:
@@ -78,7 +83,9 @@ def find_access_tokens(
     jtis = {str(claims.get("jti", "")) for claims in verified if claims is not None}
     rows = {}
     if jtis:
-        result = session.connection().execute(_ACCESS_RECORDS_AND_GRANTS, {"jtis": sorted(jtis)})
+        statement = _access_records_and_grants(len(jtis))
+        bound = {f"jti_{n}": jti for n, jti in enumerate(sorted(jtis))}
+        result = session.connection().execute(statement, bound)
         rows = {row.jti: row for row in result}
     moment = now()
     found: list[FoundToken | None] = []
