@@ -52,6 +52,7 @@ class AccessTokenSpec:
     act: dict[str, Any] | None = None
     authorization_details: list[dict[str, Any]] | None = None
     extra_claims: dict[str, Any] = field(default_factory=dict)
+    not_after: int | None = None  # an `exp` the token may not pass, whatever `ttl` says
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class TokenMinter:
 
     def access_token(self, session: Session, spec: AccessTokenSpec) -> IssuedAccessToken:
         issued_at = now()
+        expires = issued_at + spec.ttl
+        if spec.not_after is not None:
+            expires = min(expires, spec.not_after)
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
             "sub": spec.subject,
@@ -157,7 +161,7 @@ class TokenMinter:
             "client_id": spec.client_id,
             "scope": spec.scope,
             "iat": issued_at,
-            "exp": issued_at + spec.ttl,
+            "exp": expires,
             "jti": secrets.token_urlsafe(18),
         }
         if spec.auth_time is not None:
@@ -181,7 +185,7 @@ class TokenMinter:
             "expires_at": claims["exp"],
         }
         session.connection().execute(INSERT_ACCESS_TOKEN, values)
-        return IssuedAccessToken(token, claims, spec.ttl)
+        return IssuedAccessToken(token, claims, expires - issued_at)
 
     def id_token(
         self,

@@ -16,7 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from sqlalchemy import update
 
+from authserver.db import transaction
+from authserver.models import User
 from tests.support.db import issued_counts
 from tests.support.vault_live import (
     FEDERATED,
@@ -215,6 +218,28 @@ def test_client_credentials_subject_token_is_invalid_request(scene):
         "error": "invalid_request",
     }
     assert scene.events("vault.token_served")[-1].user_id is None
+
+
+def test_a_disabled_users_account_is_not_served(scene):
+    """A user disabled since connecting gets no upstream token: their subject token is
+    refused (RFC 8693 §2.2.2 invalid_request), the vault never calls the provider."""
+    scene.connect("alice")
+    subject = scene.subject_token("alice")
+    assert scene.federated(subject).status_code == 200
+    with transaction(scene.app.extensions["authserver"].session_factory) as session:
+        session.execute(
+            update(User).where(User.id == scene.user_ids["alice"]).values(disabled=True)
+        )
+    scene.expire_cached("alice")  # so serving would mean a refresh at the provider
+    before, issued = scene.calendar.stats(), issued_counts(scene.app)
+    refused = scene.federated(subject)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_request"
+    assert refused.json()["error_description"] == (
+        "The 'subject_token' is invalid, expired or revoked."
+    )
+    assert "access_token" not in refused.json()
+    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
 
 
 def test_every_request_is_audited_without_tokens(scene, spy):

@@ -11,7 +11,7 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from ...credentials import digest
-from ...models import AccessTokenRecord, Grant, RefreshToken, ResourceServer, now
+from ...models import AccessTokenRecord, Grant, RefreshToken, ResourceServer, User, now
 from ...tokens import ACCESS_TOKEN_TYP, InvalidOwnToken, TokenMinter
 
 MAX_TOKEN_LENGTH = 8192
@@ -29,8 +29,15 @@ class FoundToken:
     grant: Grant | None = None  # refresh tokens: the grant, loaded
 
 
-def _grant_live(grant: Grant | None) -> bool:
-    return grant is None or (grant.revoked_at is None and grant.expires_at > now())
+def _grant_live(session: Session, grant: Grant | None) -> bool:
+    """No grant (a client's own token), or an unrevoked, unexpired grant of an active user:
+    a user disabled since signing in ends every token of theirs, as at the refresh grant."""
+    if grant is None:
+        return True
+    if grant.revoked_at is not None or grant.expires_at <= now():
+        return False
+    user = session.get(User, grant.user_id)
+    return user is not None and user.is_active
 
 
 @lru_cache(maxsize=8)
@@ -38,7 +45,8 @@ def _access_records_and_grants(count: int) -> Select[Any]:
     """Records and their grants' state in one statement, without loading ORM objects: a token
     exchange reads two access tokens (subject and actor) and fetches both rows at once. One
     bound parameter per token rather than an expanding IN, which SQLAlchemy re-renders on
-    every execution: there is one statement per count, and a request presents one or two."""
+    every execution: there is one statement per count, and a request presents one or two.
+    The grant's user comes along: a disabled user's tokens are not active."""
     return (
         select(
             AccessTokenRecord.jti,
@@ -48,8 +56,10 @@ def _access_records_and_grants(count: int) -> Select[Any]:
             AccessTokenRecord.expires_at,
             Grant.revoked_at.label("grant_revoked_at"),
             Grant.expires_at.label("grant_expires_at"),
+            User.disabled.label("user_disabled"),
         )
         .outerjoin(Grant, Grant.id == AccessTokenRecord.grant_id)
+        .outerjoin(User, User.id == Grant.user_id)
         .where(AccessTokenRecord.jti.in_([bindparam(f"jti_{n}") for n in range(count)]))
     )
 
@@ -66,8 +76,12 @@ def _our_access_token_claims(minter: TokenMinter, value: str) -> dict[str, Any] 
 
 def _found_access_token(claims: dict[str, Any], row: Any, moment: int) -> FoundToken:
     # grant_id is a cascading foreign key: a record never outlives its grant.
+    # A grant whose user row is missing counts as disabled: fail closed.
     grant_live = row.grant_id is None or (
-        row.grant_revoked_at is None and (row.grant_expires_at or 0) > moment
+        row.grant_revoked_at is None
+        and (row.grant_expires_at or 0) > moment
+        and row.user_disabled is not None
+        and not row.user_disabled
     )
     active = row.revoked_at is None and row.expires_at > moment and grant_live
     return FoundToken(
@@ -106,7 +120,7 @@ def find_refresh_token(session: Session, value: str) -> FoundToken | None:
     if row is None:
         return None
     grant = session.get(Grant, row.grant_id)
-    active = row.used_at is None and row.expires_at > now() and _grant_live(grant)
+    active = row.used_at is None and row.expires_at > now() and _grant_live(session, grant)
     claims = {
         "scope": row.scope,
         "sub": grant.user_id if grant else None,

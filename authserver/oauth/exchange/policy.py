@@ -57,6 +57,8 @@ def check_actor(client: ClientSnapshot, subject: PresentedToken, actor: Presente
 
 
 def act_claim(client: ClientSnapshot, subject: PresentedToken) -> dict[str, Any]:
+    if subject.act and subject.act.get("sub") == client.client_id:
+        return subject.act  # the same actor again (its own actor token): one link, not two
     act: dict[str, Any] = {"sub": client.client_id}
     if subject.act:
         act["act"] = subject.act

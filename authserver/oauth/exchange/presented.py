@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...models import Grant, now
+from ...models import Grant, User, now
 from ...tokens import InvalidOwnToken, TokenMinter
 from ..endpoints.lookup import FoundToken, find_access_tokens, find_refresh_token
 from ..scopes import scope_list
@@ -50,6 +50,12 @@ class PresentedToken:
     may_act: dict[str, Any] | None = None
     auth_time: int | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> int | None:
+        """The token's `exp` (access, refresh and ID tokens read here all have one)."""
+        expires = self.claims.get("exp")
+        return expires if isinstance(expires, int) else None
 
 
 def _from_access_token(found: FoundToken | None) -> PresentedToken:
@@ -136,6 +142,9 @@ def _from_id_token(
     grant = _live_grant_of(session, claims, client_id)
     if grant is None:
         raise UnusableToken("the ID token's grant is revoked or expired")
+    user = session.get(User, grant.user_id)
+    if user is None or not user.is_active:
+        raise UnusableToken("the ID token's user is disabled")
     return PresentedToken(
         subject=str(claims["sub"]),
         client_id=client_id,

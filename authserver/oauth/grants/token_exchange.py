@@ -123,13 +123,20 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             if policy.is_delegation(client, subject, actor):
                 policy.check_delegation(client, subject)
                 return policy.act_claim(client, subject)
+            if subject.act:
+                # This client's own delegated token, exchanged again: still acting for the
+                # user, so still only while its delegation rights last.
+                policy.check_delegation(client, subject)
         except policy.PolicyRefusal as refusal:
             raise InvalidRequestError(str(refusal)) from None
         return subject.act
 
     def _require_user(self, subject: PresentedToken) -> None:
-        if self.server.db().get(User, subject.subject) is None:
+        user = self.server.db().get(User, subject.subject)
+        if user is None:
             raise InvalidRequestError("Federated tokens need a subject token of a user.")
+        if not user.is_active:  # the subject token's lookup already refuses; kept as a guard
+            raise InvalidRequestError("The 'subject_token' is invalid, expired or revoked.")
 
     def _vault_refused(self, error: OAuth2Error, user_id: str | None) -> None:
         """A refused vault read is audited like a served one (DESIGN "Audit")."""
@@ -173,6 +180,9 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             audience=resource.identifier,
             scope=" ".join(self.request.scopes),
             ttl=self.server.runtime.settings.delegated_token_ttl,
+            # Never past the subject token: exchanging again before it expires must not
+            # turn one access token into a credential that renews itself.
+            not_after=subject.expires_at,
             grant_id=subject.grant_id,
             auth_time=subject.auth_time,
             act=self.request.act,
