@@ -95,7 +95,8 @@ return count
 
 
 class LoginThrottle:
-    """Failed sign-ins counted per username and per client address."""
+    """Failed sign-ins counted per username and per client address (an IPv6 address for
+    its /64: one host is usually given a whole /64, and could spray from all of it)."""
 
     def __init__(self, storage: Storage, rate: str) -> None:
         self._limiter = FixedWindowRateLimiter(storage)
@@ -106,7 +107,7 @@ class LoginThrottle:
         )
 
     def _keys(self, username: str, address: str) -> list[tuple[str, str]]:
-        return [("login-user", username.strip().lower()), ("login-addr", address)]
+        return [("login-user", username.strip().lower()), ("login-addr", _network(address))]
 
     def retry_after(self, username: str, address: str) -> int | None:
         """Seconds until another attempt is allowed, or None when one is allowed now."""

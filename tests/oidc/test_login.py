@@ -184,6 +184,18 @@ def test_throttled_per_address(app, client, alice):
     assert response.status_code == 302 and signed_in_user(client) == alice.id
 
 
+def test_throttled_per_ipv6_network(app, client, alice):
+    """An IPv6 host usually holds a whole /64: failures from addresses of one /64 are counted
+    together, as for registration and PAR; another /64 can still sign in."""
+    for index in range(LIMIT):
+        address = f"2001:db8:0:1::{index + 1:x}"
+        assert attempt(client, f"user{index}", "wrong password", address=address).status_code == 401
+    assert_throttled(attempt(client, "alice", DEFAULT_PASSWORD, address="2001:db8:0:1::ffff"))
+    assert signed_in_user(client) is None
+    response = attempt(client, "alice", DEFAULT_PASSWORD, address="2001:db8:0:2::1")
+    assert response.status_code == 302 and signed_in_user(client) == alice.id
+
+
 def test_successes_do_not_count(app, client, alice):
     """Only failures are counted: a person who signs in often is never throttled."""
     for _ in range(LIMIT + 2):
