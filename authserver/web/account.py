@@ -18,9 +18,10 @@ from sqlalchemy import func, or_, select
 from ..models import Client, User, now
 from ..tokens import InvalidOwnToken
 from . import browser_sessions, context
-from .authorize import remember_sign_in_for
+from .authorize import allow_sign_in_return, remember_sign_in_for
 from .extensions import login_throttle
 from .navigation import safe_next
+from .security import allow_form_redirect_to
 
 bp = Blueprint("account", __name__)
 
@@ -37,7 +38,9 @@ def home() -> str:
 
 @bp.get("/login")
 def login() -> str:
-    return render_template("login.html", next=safe_next(request.args.get("next")), error=None)
+    next_url = safe_next(request.args.get("next"))
+    allow_sign_in_return(next_url)
+    return render_template("login.html", next=next_url, error=None)
 
 
 def _find_user(username: str) -> User | None:
@@ -62,6 +65,7 @@ def _attempted_name(username: str, user: User | None) -> dict[str, str]:
 
 
 def _login_form_error(message: str, status: int, next_url: str, username: str = "") -> Any:
+    allow_sign_in_return(next_url)
     page = render_template("login.html", next=next_url, error=message, username=username)
     return page, status
 
@@ -185,6 +189,8 @@ def logout() -> Any:
     if not signed_in or (hint is not None and hint.get("sub") == current_user.id):
         return _finish_logout(target)
     fields = {name: values.get(name) for name in LOGOUT_PARAMS if values.get(name)}
+    if target:
+        allow_form_redirect_to(target)  # the confirmation's answer redirects there
     return render_template("logout_confirm.html", params=fields)
 
 

@@ -196,10 +196,32 @@ def _hint_matches(user: User) -> bool:
     return claims.get("sub") == user.id and claims.get("aud") == _params().get("client_id")
 
 
-def _login_redirect() -> Any:
+# Where the authorization request a sign-in page returns to may redirect once signed in:
+# (fingerprint of that request, its checked redirect URI). A consent already given sends
+# the browser from the sign-in form's POST through /authorize straight to the client, and
+# browsers hold that whole chain of redirects to the form's form-action.
+SIGN_IN_RETURNS_TO = "sign_in_returns_to"
+
+
+def _login_redirect(grant: Any) -> Any:
     """Send the browser to sign in, then back to this same request (`remember_sign_in_for`
     lets it count that sign-in once, so max_age=0 does not loop)."""
-    return redirect(url_for("account.login", next="/authorize?" + urlencode(_carried())))
+    carried = _carried()
+    session[SIGN_IN_RETURNS_TO] = [_fingerprint(carried), grant.redirect_uri]
+    return redirect(url_for("account.login", next="/authorize?" + urlencode(carried)))
+
+
+def allow_sign_in_return(next_url: str) -> None:
+    """On the sign-in page: let its form's answer end at the client the request it returns
+    to was checked for (the redirect URI that request was validated with, nothing else)."""
+    remembered = session.get(SIGN_IN_RETURNS_TO)
+    parts = urlsplit(next_url)
+    if parts.path != "/authorize" or not isinstance(remembered, list) or len(remembered) != 2:
+        return
+    fingerprint, redirect_uri = remembered
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if fingerprint == _fingerprint(query) and isinstance(redirect_uri, str):
+        allow_form_redirect_to(redirect_uri)
 
 
 def _needs_consent(grant: Any, user: User) -> bool:
@@ -267,7 +289,7 @@ def authorize() -> Any:
     ):
         if prompt_none:
             return _redirect_error(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))
-        return _login_redirect()
+        return _login_redirect(grant)
     if _needs_consent(grant, user):
         if prompt_none:
             return _redirect_error(

@@ -16,13 +16,23 @@ CSP = (
 # Host and port as a CSP source may hold them; anything else (`;`, a quote, a space)
 # would end the source list and start a directive of the URI's choosing.
 ORIGIN_NETLOC = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
+# A private-use scheme (RFC 8252 §7.1, "com.example.app"), as RFC 3986 §3.1 spells a scheme.
+PRIVATE_USE_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*\.[a-z0-9+.\-]+$")
 
 
 def allow_form_redirect_to(uri: str) -> None:
-    """Let this page's form redirect to `uri`'s origin (browsers apply form-action to redirects)."""
+    """Let this page's form end on `uri`: browsers apply form-action to every redirect that
+    follows a form's submission, so a form whose answer redirects to a client must list the
+    client's origin, or for a native app its private-use scheme (RFC 8252 §7.1)."""
     parts = urlsplit(uri)
-    if parts.scheme in ("http", "https") and ORIGIN_NETLOC.match(parts.netloc):
-        g.setdefault("form_action_origins", []).append(f"{parts.scheme}://{parts.netloc}")
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and ORIGIN_NETLOC.match(parts.netloc):
+        source = f"{scheme}://{parts.netloc}"
+    elif PRIVATE_USE_SCHEME.match(scheme):
+        source = f"{scheme}:"
+    else:
+        return
+    g.setdefault("form_action_origins", []).append(source)
 
 
 def _security_headers(response: Response) -> Response:

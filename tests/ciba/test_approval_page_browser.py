@@ -22,6 +22,7 @@ import requests
 
 from authserver.admin import CIBA
 from tests.support.apps import reset_database
+from tests.support.chromium import chromium_browser
 from tests.support.factories import DEFAULT_PASSWORD, make_user
 from tests.support.live import LiveServer
 from tests.support.sse import live_approval_server
@@ -30,16 +31,6 @@ from .conftest import TRADE, make_ciba_client, register_broker
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 5000
 SUMMARY = "buy 10 NET at no more than 120.00 USD"
@@ -55,20 +46,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's Chromium; a browser test that cannot start its browser fails, never skips."""
-    from playwright.sync_api import Error, sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    playwright = sync_playwright().start()
-    try:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as error:
-        playwright.stop()
-        pytest.fail(f"headless Chromium ({CHROMIUM}) did not start: {error}")
-    yield browser
-    browser.close()
-    playwright.stop()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")
