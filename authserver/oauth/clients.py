@@ -13,6 +13,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 
 from ..credentials import matches_digest
 from ..registry import ClientSnapshot
+from .scopes import scope_list
 
 LOOPBACK_HOSTS = ("127.0.0.1", "[::1]")
 # Endpoints at which a public client may identify itself by id only: /token, /revoke and
@@ -69,7 +70,9 @@ class OAuthClient(ClientMixin):
         if not scope:
             return ""
         allowed = self.model.allowed_scopes
-        return " ".join(item for item in scope.split() if item in allowed)
+        # RFC 6749 §3.3: a scope is a set; a repeated value is one value (and cannot grow the
+        # stored scope past what the client is registered for).
+        return " ".join(item for item in scope_list(scope) if item in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         registered = self.model.redirect_uris or []

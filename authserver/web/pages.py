@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -71,6 +71,11 @@ def _csrf_error(exc: CSRFError) -> tuple[str, int]:
 
 def _unexpected(exc: Exception) -> Response | tuple[str, int]:
     log.exception("unhandled error on %s %s", request.method, request.path)
+    # The request's transaction may be the failure (a rejected INSERT): the error page reads
+    # the signed-in user through it, which a session awaiting rollback refuses.
+    session = g.get("db_session")
+    if session is not None:
+        session.rollback()
     if wants_json():
         return _json_error("server_error", "The server could not handle the request.", 500)
     return error_page("Something went wrong", "The server could not handle the request.", 500)

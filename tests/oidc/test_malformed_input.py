@@ -942,3 +942,26 @@ def test_authorize_endpoint_fuzz(world, pairs, post, base):
         assert query.get("error") and query.get("iss") == ISSUER, query
         assert "code" not in query, query
     check_nothing_written(before, snapshot(world))
+
+
+def test_a_rejected_write_still_answers_with_the_error_page(app, browser, monkeypatch):
+    """A request whose own INSERT the database rejects gets the server's error page (500,
+    no trace), also for a signed-in person, whose name that page reads through the very
+    session the failure left awaiting a rollback."""
+    from authserver.models import User
+    from authserver.web import context
+
+    make_user(app, "alice")
+    browser.login("alice", DEFAULT_PASSWORD)
+
+    def a_duplicate_username() -> str:
+        context.db().add(User(username="alice", password_hash="x"))
+        context.db().flush()  # the unique username is refused here
+        return "unreachable"
+
+    monkeypatch.setitem(app.view_functions, "account.home", a_duplicate_username)
+    response = browser.client.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Something went wrong" in page and "alice" in page
+    assert "Traceback" not in page and "IntegrityError" not in page

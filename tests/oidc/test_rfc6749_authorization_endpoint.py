@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from authserver.models import Consent
-from tests.support.db import count, issued_counts
+from authserver.models import Consent, Grant
+from tests.support.db import count, issued_counts, rows
 from tests.support.factories import (
     DEFAULT_PASSWORD,
     make_client,
@@ -22,7 +22,7 @@ from tests.support.factories import (
     make_user,
 )
 from tests.support.flows import Pkce, code_params, csrf_token, hidden_fields, query_of
-from tests.support.oauth import error_page, last_refusal, redirect_error
+from tests.support.oauth import error_page, last_refusal, redirect_error, tokens_for
 
 OTHER_REDIRECT = "https://other.example.com/callback"
 
@@ -236,6 +236,16 @@ def test_unknown_scope_is_invalid_scope(app, signed_in, rp, issuer):
     assert query["state"] == params["state"]
     assert query["error_description"] == "The request asks for an unknown scope."
     assert issued_counts(app) == before
+
+
+def test_repeated_scope_values_count_once(app, client, signed_in, rp):
+    """§3.3: a scope is a set of values. Repeated ones are one value: the code, its grant and
+    its tokens say each scope once, however many times the request repeats it (300 times
+    here: kept as sent, that no longer fits the stored scope)."""
+    tokens = tokens_for(signed_in, client, rp, scope="openid " * 300 + "profile openid")
+    assert tokens["scope"] == "openid profile"
+    [grant] = rows(app, Grant)
+    assert grant.scope == "openid profile"
 
 
 def test_scope_not_allowed_to_client_is_invalid_scope(app, signed_in, rp, issuer):
