@@ -75,7 +75,13 @@ def _public_jwk(alg: str, private_key: PrivateKey, kid: str) -> dict[str, Any]:
         "EdDSA": OKPAlgorithm.to_jwk,
     }[alg]
     jwk: dict[str, Any] = to_jwk(private_key.public_key(), as_dict=True)
-    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+    return _published({**jwk, "kid": kid, "alg": alg, "use": "sig"})
+
+
+def _published(jwk: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7517 §4.3: `use` and `key_ops` SHOULD NOT be used together. PyJWT adds
+    `key_ops: ["verify"]` to RSA keys (and keys stored before this did keep it)."""
+    return {name: value for name, value in jwk.items() if name != "key_ops"}
 
 
 def _key_aad(kid: str, alg: str) -> bytes:
@@ -181,7 +187,7 @@ def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
         row.alg,
         private_key,
         private_key.public_key(),
-        dict(row.public_jwk),
+        _published(dict(row.public_jwk)),
         row.retired_at,
     )
 
