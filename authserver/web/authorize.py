@@ -172,10 +172,12 @@ def _signed_in_for_this_request() -> bool:
 def _needs_login(grant: Any, user: User, fresh: bool) -> bool:
     """OIDC Core §3.1.2.1: prompt=login and an exceeded max_age need a sign-in made for
     this very request. Following the sign-in page's `next` without signing in, or opening
-    the same request again later, asks again."""
+    the same request again later, asks again. prompt=select_account asks the person which
+    account to use: the sign-in page is where they choose it (the one signed in, or any
+    other), rather than a code for whoever happens to be signed in."""
     if fresh:
         return False
-    if "login" in grant.request.prompts:
+    if {"login", "select_account"} & set(grant.request.prompts):
         return True
     max_age = grant.request.max_age
     return max_age is not None and now() - int(session.get("auth_time", 0)) > max_age

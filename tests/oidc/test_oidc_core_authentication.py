@@ -279,7 +279,30 @@ def test_prompt_login_forces_reauthentication_then_completes(app, client, browse
     assert auth_time >= signed_in_at - 1 > old_sign_in
 
 
-@pytest.mark.parametrize("asks", [{"prompt": "login"}, {"max_age": "0"}, {"max_age": "60"}])
+def test_prompt_select_account_lets_the_person_choose_another_account(app, client, browser, rp):
+    """§3.1.2.1 prompt=select_account: the OP prompts for the account to use, never a silent
+    code for whoever is signed in. The sign-in page is that prompt: signed in as alice, the
+    person continues as bob, and the code is bob's."""
+    make_user(app, "alice")
+    bob = make_user(app, "bob")
+    browser.login("alice", DEFAULT_PASSWORD)
+    browser.authorize(params_for(rp))  # alice's consent is remembered
+    pkce = Pkce.new()
+    params = {**code_params(rp.client_id, rp.redirect_uri, pkce), "prompt": "select_account"}
+    before = issued_counts(app)
+    next_url = login_next(get_authorize(browser, params))
+    assert issued_counts(app) == before
+    back = browser.login("bob", DEFAULT_PASSWORD, next_url=next_url)
+    assert back.headers["Location"] == next_url
+    code = query_of(browser.authorize(params).headers["Location"])["code"]
+    id_token = redeem(client, rp, code, code_verifier=pkce.verifier).get_json()["id_token"]
+    assert jwt.decode(id_token, options={"verify_signature": False})["sub"] == bob.id
+
+
+@pytest.mark.parametrize(
+    "asks",
+    [{"prompt": "login"}, {"prompt": "select_account"}, {"max_age": "0"}, {"max_age": "60"}],
+)
 def test_reauthentication_cannot_be_skipped(app, browser, old_sign_in, rp, asks):
     """§3.1.2.1: the OP MUST re-authenticate for prompt=login or an exceeded max_age. Opening
     the sign-in page's `next` without signing in asks again; a sign-in counts once, for the
