@@ -31,6 +31,7 @@ from tests.support.vault_live import (
     leaks,
     vault_scene,
 )
+from vault.models import ConnectedAccount
 
 
 @pytest.fixture
@@ -240,6 +241,35 @@ def test_a_disabled_users_account_is_not_served(scene):
     )
     assert "access_token" not in refused.json()
     assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
+
+
+@pytest.mark.parametrize("sealed", ["access_token_sealed", "refresh_token_sealed"])
+def test_an_account_that_does_not_open_is_temporarily_unavailable(scene, sealed):
+    """A stored token that does not open (its key withdrawn from the key ring, or the row
+    altered) is the operator's to fix: 503 temporarily_unavailable (RFC 6749 §4.1.2.1)
+    saying so, never a server error, nothing issued, the provider not called, and the
+    refusal audited. For the refresh token, the cached access token has expired first."""
+    scene.connect("alice")
+    subject = scene.subject_token("alice")
+    assert scene.federated(subject).status_code == 200
+    if sealed == "refresh_token_sealed":
+        scene.expire_cached("alice")
+    with transaction(scene.app.extensions["authserver"].session_factory) as session:
+        session.execute(update(ConnectedAccount).values({sealed: b"not a ciphertext"}))
+    before, issued = scene.calendar.stats(), issued_counts(scene.app)
+    refused = scene.federated(subject)
+    assert refused.status_code == 503, refused.text
+    assert refused.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": (
+            "The connected account cannot be opened right now; no token was issued."
+        ),
+    }
+    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
+    assert scene.events("vault.token_served")[-1].details == {
+        "connection": "calendar",
+        "error": "temporarily_unavailable",
+    }
 
 
 def test_every_request_is_audited_without_tokens(scene, spy):

@@ -9,17 +9,20 @@ leaves the vault. When the user has no usable account the error carries the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 
 from vault.accounts import FederatedToken, federated_token
-from vault.errors import ConnectionRequired, UpstreamError
+from vault.errors import ConnectionRequired, DecryptionError, UpstreamError
 from vault.models import Connection
 
 from ..errors import ConnectionRequiredError, InvalidTargetError, TemporarilyUnavailableError
 from ..scopes import scope_list
+
+log = logging.getLogger(__name__)
 
 FEDERATED_TOKEN_TYPE = "urn:authserver:token-type:federated-access-token"
 MAX_CONNECTION_NAME = 64
@@ -65,6 +68,18 @@ def serve(
     except UpstreamError as error:
         raise TemporarilyUnavailableError(
             f"The upstream provider failed ({error.kind}); no token was issued."
+        ) from None
+    except DecryptionError:
+        # A sealed token or client secret that does not open: its key was withdrawn from
+        # the key ring, or the row was altered. Nothing the agent or the person can fix;
+        # the operator must (the audit row and this log line say which account).
+        log.error(
+            "vault: a sealed value of connection %r for user %s does not open",
+            connection.name,
+            user_id,
+        )
+        raise TemporarilyUnavailableError(
+            "The connected account cannot be opened right now; no token was issued."
         ) from None
 
 
