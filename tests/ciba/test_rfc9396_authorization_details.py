@@ -392,6 +392,30 @@ def test_details_for_another_resource_at_authorize(app, signed_in, rp, other_api
     assert written(app) == before
 
 
+def test_a_second_resource_beside_the_details_owner_at_bc_authorize(
+    app, client, alice, agent, other_api
+):
+    """RFC 9700 §2.3 audience restriction: a token approving a trade is for the broker alone.
+    Another API named beside it would receive a token it could replay at the broker."""
+    before = written(app)
+    response = bc_authorize(client, agent, resource=[BROKER, other_api])
+    body = token_error(response, "invalid_target")
+    assert body["error_description"] == (
+        "The authorization_details must name exactly the resources they belong to."
+    )
+    assert written(app) == before
+
+
+def test_a_second_resource_beside_the_details_owner_at_authorize(app, signed_in, rp, other_api):
+    """The same at /authorize: a redirect with invalid_target, state and iss; nothing stored."""
+    params = authorize_params(
+        rp, authorization_details=json.dumps([TRADE]), resource=[BROKER, other_api]
+    )
+    before = written(app)
+    redirect_error(signed_in.authorize(params), rp, "invalid_target", ISSUER)
+    assert written(app) == before
+
+
 @pytest.mark.parametrize("resource", ["https://unknown.example.com", "not a uri", BROKER + "#x"])
 def test_unknown_resource_at_bc_authorize(app, client, alice, agent, resource):
     """RFC 8707 §2: an unknown or malformed resource is invalid_target."""

@@ -105,8 +105,12 @@ def _targets(
         owners = {server.id for server in validated.resources}
         if not resources:
             resources = validated.resources
-        elif not owners <= {server.id for server in resources}:
-            raise InvalidTargetError("The authorization_details belong to another resource.")
+        elif owners != {server.id for server in resources}:
+            # A token approving an action goes only to the API that performs it: any other
+            # audience could replay it there (RFC 9700 §2.3, audience restriction).
+            raise InvalidTargetError(
+                "The authorization_details must name exactly the resources they belong to."
+            )
     return resources, details
 
 

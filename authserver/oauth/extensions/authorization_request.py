@@ -136,8 +136,12 @@ def check_authorization_details(grant: Any) -> None:
     named = {server.id for server in grant.request.resources}
     if not named:
         grant.request.resources = validated.resources
-    elif not {server.id for server in validated.resources} <= named:
-        raise InvalidTargetError("The authorization_details belong to a resource not requested.")
+    elif {server.id for server in validated.resources} != named:
+        # A token approving an action goes only to the API that performs it: any other
+        # audience could replay it there (RFC 9700 §2.3, audience restriction).
+        raise InvalidTargetError(
+            "The authorization_details must name exactly the resources they belong to."
+        )
 
 
 CHECKS = (
