@@ -120,6 +120,16 @@ def test_scope_may_narrow(app, client, rp, first):
     assert claims["scope"] == "openid profile"
 
 
+def test_scope_narrowed_without_openid_gets_no_id_token(app, client, rp, first):
+    """§6 with OIDC Core §12.2: a refresh asking for `profile` alone asked for no ID token;
+    one asking for `openid` among its scopes, or for no narrower scope, still gets one."""
+    narrowed = refreshed(client, rp, first["refresh_token"], scope="profile")
+    assert narrowed["scope"] == "profile" and "id_token" not in narrowed
+    with_openid = refreshed(client, rp, narrowed["refresh_token"], scope="openid email")
+    assert "id_token" in with_openid
+    assert "id_token" in refreshed(client, rp, with_openid["refresh_token"])
+
+
 @pytest.mark.parametrize("scope", ["openid profile email offline_access", "openid phone"])
 def test_scope_may_not_widen(app, client, rp, first, scope):
     """§6: scope beyond the original grant is invalid_scope, and the token is not rotated."""

@@ -22,6 +22,11 @@ class OpenIDConnect:
         granted = request.grant.scope if getattr(request, "grant", None) else ""
         if "openid" not in scope_list(granted):
             return
+        if grant.GRANT_TYPE == "refresh_token" and request.payload.scope is not None:
+            # RFC 6749 §6: a refresh may ask for less than the grant. Asked without
+            # `openid`, the answer is an access token for that scope alone.
+            if "openid" not in scope_list(request.payload.scope):
+                return
         code = request.authorization_code
         client = request.client.model
         token["id_token"] = grant.server.runtime.minter.id_token(
