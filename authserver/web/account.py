@@ -176,6 +176,14 @@ def _logout_error(error: str) -> Any:
     return render_template("error.html", title="Cannot sign out here", description=error), 400
 
 
+def _of_this_session(hint: dict[str, Any]) -> bool:
+    """RP-Initiated Logout §2: the OP MUST ask when the ID token "does not belong to the
+    current OP session". It does when it names the signed-in user and the sign-in this
+    session began with (`auth_time`): an ID token kept from an earlier session of the same
+    person, reused in a link, asks."""
+    return hint.get("sub") == current_user.id and hint.get("auth_time") == session.get("auth_time")
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 def logout() -> Any:
     """End-session endpoint. Signs out at once only when an ID token for this user says so;
@@ -186,7 +194,7 @@ def logout() -> Any:
         return _logout_error(error)
     hint = _verified_hint(values.get("id_token_hint"))
     signed_in = current_user.is_authenticated
-    if not signed_in or (hint is not None and hint.get("sub") == current_user.id):
+    if not signed_in or (hint is not None and _of_this_session(hint)):
         return _finish_logout(target)
     fields = {name: values.get(name) for name in LOGOUT_PARAMS if values.get(name)}
     if target:

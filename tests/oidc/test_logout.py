@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from authserver.db import transaction
 from authserver.housekeeping import purge
 from authserver.models import BrowserSession, now
+from authserver.web import account
 from tests.support.db import audit_events, count
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
 from tests.support.flows import Browser, csrf_token, hidden_fields, query_of
@@ -204,9 +205,33 @@ def test_hint_for_another_user_asks_for_confirmation(app, browser, alice, rp):
     assert signed_in_user(browser.client) == alice.id
 
 
-def test_expired_id_token_is_still_a_valid_hint(app, signed_in, alice, rp, runtime, monkeypatch):
+def test_hint_from_an_earlier_session_asks_for_confirmation(app, browser, alice, rp, monkeypatch):
+    """§2: the OP MUST ask when the ID token "does not belong to the current OP session":
+    alice's ID token from a sign-in she has since ended is a link anyone could have kept;
+    it signs nobody out silently. Confirming still returns to the client."""
+    with monkeypatch.context() as patch:
+        patch.setattr(account, "now", lambda: int(time.time()) - 600)
+        browser.login("alice", DEFAULT_PASSWORD)
+    earlier = tokens_for(browser, app.test_client(), rp)["id_token"]
+    browser.client.post(
+        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
+    )
+    browser.login("alice", DEFAULT_PASSWORD)
+    response = logout(browser, id_token_hint=earlier, post_logout_redirect_uri=POST_LOGOUT)
+    assert "Sign out?" in assert_html_page(response, 200)
+    assert signed_in_user(browser.client) == alice.id
+    current = tokens_for(browser, app.test_client(), rp)["id_token"]
+    response = logout(browser, id_token_hint=current, post_logout_redirect_uri=POST_LOGOUT)
+    assert response.status_code == 302 and response.headers["Location"] == POST_LOGOUT
+    assert signed_in_user(browser.client) is None
+
+
+def test_expired_id_token_is_still_a_valid_hint(
+    app, signed_in, alice, rp, runtime, monkeypatch, id_token
+):
     """§2: "The OP SHOULD accept ID Tokens when the RP identified by the ID Token's aud claim
-    ... has a current session or had a recent session" - an expired ID token is still a hint."""
+    ... has a current session or had a recent session" - an expired ID token is still a hint
+    (here one of this session's sign-in, issued two hours ago)."""
     import authserver.tokens
 
     past = int(time.time()) - 7200
@@ -215,7 +240,7 @@ def test_expired_id_token_is_still_a_valid_hint(app, signed_in, alice, rp, runti
         client_id=rp.client_id,
         alg="RS256",
         subject=alice.id,
-        auth_time=past,
+        auth_time=jwt.decode(id_token, options={"verify_signature": False})["auth_time"],
         nonce=None,
         access_token=None,
     )
