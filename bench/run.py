@@ -365,8 +365,9 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
         output["floor"] = {"client_credentials": _median([h["floor"] for h in history])}
         output["ratio_vs_floor"] = {name: _ratios(history, name, "floor") for name in targets}
         output["ratio_vs_floor"]["method"] = (
-            "as ratio_vs_peer, against bench/floor_app.py (Flask + PyJWT signing ES256, "
-            "nothing else) under the same gunicorn worker"
+            "as ratio_vs_peer, against bench/floor_app.py (Authlib's client-credentials grant "
+            "in Flask, an in-memory client, signing ES256, nothing written) under the same "
+            "gunicorn worker"
         )
     references = [name for name, _ in reference.each()]
     if references:

@@ -289,14 +289,16 @@ class Peer(_OnLoopback):
 
 @dataclass
 class Floor(_OnLoopback):
-    """bench/floor_app.py under the same gunicorn as ours (see that module)."""
+    """bench/floor_app.py (Flask + Authlib, signing only) under the same gunicorn as ours."""
 
     process: subprocess.Popen[Any]
     workdir: Path
 
     @property
     def client(self) -> ClientCredentials:
-        return ClientCredentials("floor-client", "unchecked")
+        from .floor_app import CLIENT_ID, CLIENT_SECRET
+
+        return ClientCredentials(CLIENT_ID, CLIENT_SECRET)
 
     @property
     def pid(self) -> int:
