@@ -93,8 +93,9 @@ def test_ciphertext_moved_to_another_row_user_or_connection_does_not_open(
     app, migrated_database, tmp_path, monkeypatch, caplog
 ):
     """DESIGN token vault: associated data binds each ciphertext to its row, user and
-    connection. Alice's sealed tokens copied into bob's row fail to open: bob gets a
-    server_error (the detail is logged), never alice's token, and the lease is released."""
+    connection. Alice's sealed tokens copied into bob's row fail to open: bob gets 503
+    temporarily_unavailable (the detail is logged), never alice's token, and the lease is
+    released."""
     spy = UpstreamSpy.install(monkeypatch)
     with vault_scene(app, migrated_database, tmp_path) as scene:
         _connect_both(scene)
@@ -130,7 +131,8 @@ def test_ciphertext_moved_to_another_row_user_or_connection_does_not_open(
         caplog.clear()
         stats = scene.calendar.stats()
         cached = scene.federated(bob_subject)
-        assert cached.status_code == 500 and cached.json()["error"] == "server_error"
+        assert cached.status_code == 503
+        assert cached.json()["error"] == "temporarily_unavailable"
         assert leaks(cached.content, spy.secrets()) == []
 
         with transaction(factory) as session:
@@ -145,7 +147,8 @@ def test_ciphertext_moved_to_another_row_user_or_connection_does_not_open(
         started = time.monotonic()
         for _ in range(2):  # the second would wait out a leaked lease, then say "timeout"
             refreshed = scene.federated(bob_subject)
-            assert refreshed.status_code == 500 and refreshed.json()["error"] == "server_error"
+            assert refreshed.status_code == 503
+            assert refreshed.json()["error"] == "temporarily_unavailable"
             assert leaks(refreshed.content, spy.secrets()) == []
         assert time.monotonic() - started < 10
         assert scene.calendar.stats() == stats, "alice's refresh token never went upstream"

@@ -77,6 +77,7 @@ def serve(
             "vault: a sealed value of connection %r for user %s does not open",
             connection.name,
             user_id,
+            exc_info=True,  # DecryptionError's message is fixed and opaque: no secret in it
         )
         raise TemporarilyUnavailableError(
             "The connected account cannot be opened right now; no token was issued."
