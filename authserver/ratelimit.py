@@ -204,10 +204,15 @@ def _count(
 
 
 def _network(address: str) -> str:
+    """The counted unit: an IPv4 address, or an IPv6 address's /64. A dual-stack socket
+    shows IPv4 clients as IPv4-mapped IPv6 (::ffff:a.b.c.d): counted as the IPv4 address,
+    not all together in ::/64."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
     if parsed.version == 6:
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
