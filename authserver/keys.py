@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import KeyRing, associated_data, seal, unseal
@@ -135,7 +135,10 @@ def rotate_signing_keys(
     if activate_after < 0 or overlap_seconds < 0:
         raise ValueError("activate_after and overlap_seconds must not be negative")
     hand_over = now() + activate_after
-    for row in session.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+    # Every key due to sign after the hand-over: the current ones, and those a rotation
+    # still pending scheduled to sign until later (a sooner hand-over overrides it).
+    due = or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > hand_over)
+    for row in session.scalars(select(SigningKey).where(due)):
         row.retired_at = hand_over
         row.expires_at = hand_over + overlap_seconds
     new_kids = [create_signing_key(session, keyring, alg).kid for alg in SUPPORTED_ALGS]
@@ -187,7 +190,9 @@ def _load(row: SigningKey, keyring: KeyRing) -> LoadedKey:
         row.alg,
         private_key,
         private_key.public_key(),
-        _published(dict(row.public_jwk)),
+        # From the sealed private key (its kid and alg bound to it as associated data),
+        # not the stored copy: a row edited in the database cannot publish another key.
+        _public_jwk(row.alg, private_key, row.kid),
         row.retired_at,
     )
 

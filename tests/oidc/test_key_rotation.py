@@ -167,6 +167,49 @@ def test_immediate_rotation_signs_with_new_kid_and_keeps_old_published(live, ser
             assert row.expires_at == row.retired_at + OVERLAP
 
 
+def test_immediate_rotation_overrides_a_pending_one(live, service):
+    """docs/deploying.md: "For a key that must not sign again, `--activate-after 0` hands
+    over at once", also while an earlier rotation still lets the current key sign for a
+    day: the keys of this rotation sign now, neither the current nor the pending ones."""
+
+    def signing() -> dict[str, str]:
+        live.runtime.signing_keys.invalidate()
+        return {alg: live.runtime.signing_keys.signing_key(alg).kid for alg in SUPPORTED_ALGS}
+
+    before = signing()
+    pending = rotate(live, activate_after=86400)
+    assert signing() == before  # the current keys still sign, for a day
+    immediate = rotate(live)
+    now_signing = signing()
+    assert sorted(now_signing.values()) == sorted(immediate)
+    assert not set(now_signing.values()) & (set(before.values()) | set(pending))
+    token = machine_token(live, service)
+    assert kid_of(token) == now_signing["ES256"] and verifies_against_jwks(live, token)
+    with live.runtime.session_factory() as session:
+        for kid in [*before.values(), *pending]:
+            row = session.get(SigningKey, kid)
+            assert row.retired_at <= now() and row.expires_at <= now() + OVERLAP
+
+
+def test_published_keys_come_from_the_sealed_private_keys(live, service):
+    """The JWKS is derived from each sealed private key (its kid and alg bound to it), not
+    from the stored public copy: a row edited in the database publishes nothing else."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    kid = current_kids(live)["ES256"]
+    forged = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key(), as_dict=True)
+    with transaction(live.runtime.session_factory) as session:
+        row = session.get(SigningKey, kid)
+        genuine = dict(row.public_jwk)
+        row.public_jwk = {**genuine, "x": forged["x"], "y": forged["y"]}
+    # A process loading the keys now (the running one reloads on its schedule).
+    loaded = keys_module.SigningKeys(live.runtime.session_factory, live.runtime.keyring)
+    [published] = [key for key in loaded.jwks()["keys"] if key["kid"] == kid]
+    assert (published["x"], published["y"]) == (genuine["x"], genuine["y"])
+    assert published == genuine
+
+
 def test_new_keys_are_published_before_they_sign(live, service, monkeypatch):
     """Default rotation: the new kids are in the JWKS at once, but every process keeps
     signing with the old keys until the hand-over, so a relying party that reads the JWKS
