@@ -7,6 +7,7 @@ worker processes can share the embedded file.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -132,6 +133,17 @@ def _begin_sqlite(connection: Any) -> None:
     connection.connection.driver_connection.begin(read_only=read_only)
 
 
+def _create_private_file(path: Path) -> None:
+    """The SQLite file (and a folder made for it) readable by this user alone, whatever the
+    umask: it holds password hashes, emails and the audit log. SQLite gives its -wal and
+    -shm files the database file's permissions. An existing file is left as it is."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(
     url: str,
     *,
@@ -154,8 +166,8 @@ def make_engine(
         # (proxies, firewalls) that would otherwise cause the same one-request failure.
         return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S)
     database = parsed.database or ""
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _create_private_file(Path(database))
     turn = WriterTurn(SQLITE_BUSY_TIMEOUT_MS / 1000)
     engine = create_engine(
         url,

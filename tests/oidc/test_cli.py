@@ -130,6 +130,25 @@ def test_init_generates_private_dev_secrets(workspace):
     KeyRing.from_file(workspace.vault_keys)  # a usable key ring
 
 
+def test_init_creates_the_sqlite_database_private(tmp_path):
+    """The embedded database holds password hashes, emails and the audit log, and instance/
+    the dev secrets: `init` creates both readable by their owner alone under the usual
+    umask 022 (SQLite gives the WAL the database file's mode)."""
+    instance = tmp_path / "instance"
+    space = Workspace(tmp_path, f"sqlite:///{instance / 'authserver.db'}")
+    previous = os.umask(0o022)
+    try:
+        result = space.run("init")
+    finally:
+        os.umask(previous)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    database = instance / "authserver.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    wal = instance / "authserver.db-wal"
+    assert not wal.exists() or stat.S_IMODE(wal.stat().st_mode) == 0o600
+
+
 def test_users_create_prints_json_and_refuses_duplicates(workspace):
     """`users create --json`; a duplicate is a clear error, not a traceback."""
     created = workspace.json(
