@@ -36,8 +36,10 @@ CLIENT_AUTHENTICATION_PARAMETERS = frozenset(
 MAX_REQUEST_URI_LENGTH = len(REQUEST_URI_PREFIX) + 128
 # Each push is a row until it is answered or expires. Past this many open at once, a
 # client's pushes wait (429) rather than fill the database. A public client pushes with
-# its client_id alone (anyone can push in its name; the per-address PushThrottle comes
-# first); a confidential client is accountable for its own pushes and gets more room.
+# its client_id alone (anyone can push in its name), and anyone can register a client
+# (RFC 7591): for both the per-address PushThrottle comes first and the smaller cap
+# applies; a confidential client the operator registered is accountable for its own pushes
+# and gets more room.
 MAX_OPEN_PER_PUBLIC_CLIENT = 1000
 MAX_OPEN_PER_CONFIDENTIAL_CLIENT = 10_000
 
@@ -53,10 +55,10 @@ def authorization_parameters(pairs: Iterable[tuple[str, str]]) -> list[tuple[str
 
 
 def push(
-    session: Session, client_id: str, parameters: list[tuple[str, str]], public: bool
+    session: Session, client_id: str, parameters: list[tuple[str, str]], unaccountable: bool
 ) -> tuple[str, int]:
     """Keep a checked request; returns its `request_uri` (shown once) and lifetime."""
-    _make_room(session, client_id, public)
+    _make_room(session, client_id, unaccountable)
     reference = new_secret_value()
     # Only what /authorize reads is kept: a push of unknown fields must not become a large row.
     kept = [[name, value] for name, value in parameters if name in READ_PARAMETERS]
@@ -71,7 +73,7 @@ def push(
     return REQUEST_URI_PREFIX + reference, LIFETIME_SECONDS
 
 
-def _make_room(session: Session, client_id: str, public: bool) -> None:
+def _make_room(session: Session, client_id: str, unaccountable: bool) -> None:
     """Drop the client's answered and expired requests (they open nothing any more: an
     unknown reference gets the same answer), then count what is left against its cap. Every
     row the client has is then counted, so the cap bounds what it can make us store."""
@@ -87,7 +89,7 @@ def _make_room(session: Session, client_id: str, public: bool) -> None:
         select(func.count(), func.min(table.expires_at)).where(table.client_id == client_id)
     )
     count, first_expiry = kept.one()
-    cap = MAX_OPEN_PER_PUBLIC_CLIENT if public else MAX_OPEN_PER_CONFIDENTIAL_CLIENT
+    cap = MAX_OPEN_PER_PUBLIC_CLIENT if unaccountable else MAX_OPEN_PER_CONFIDENTIAL_CLIENT
     if count >= cap:  # about: on PostgreSQL, pushes at the same instant may pass it together
         raise TooManyPushedRequestsError(
             max(1, (first_expiry or moment) - moment),

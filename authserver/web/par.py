@@ -28,9 +28,10 @@ bp = Blueprint("par", __name__)
 EVENT = "par.pushed"
 ENDPOINT = "pushed_authorization"  # the name OAuthClient.check_endpoint_auth_method is asked
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-# Parameter names and values together. The largest request /authorize accepts (16 KB of
+# Parameter names and values together, in UTF-8 bytes (a character count would let four
+# times as much through in emoji). The largest request /authorize accepts (16 KB of
 # authorization_details, a 2,000-character state, ...) fits well within it.
-MAX_PUSH_CHARACTERS = 32 * 1024
+MAX_PUSH_BYTES = 32 * 1024
 
 
 class _AddressThrottled(TooManyPushedRequestsError):
@@ -38,9 +39,8 @@ class _AddressThrottled(TooManyPushedRequestsError):
 
 
 def _push() -> Response:
-    if sum(len(name) + len(value) for name, value in request.form.items(multi=True)) > (
-        MAX_PUSH_CHARACTERS
-    ):
+    pairs = request.form.items(multi=True)
+    if sum(len(name.encode()) + len(value.encode()) for name, value in pairs) > MAX_PUSH_BYTES:
         raise PushTooLargeError("The pushed request is too large.")
     if "request_uri" in request.form:
         # §2.1: "The request_uri authorization request parameter is one exception, and it
@@ -52,22 +52,25 @@ def _push() -> Response:
     if named is not None and named != client.client_id:
         # §2.1: the authorization request's client_id is the authenticated client.
         raise InvalidRequestError("'client_id' is not the authenticated client.")
-    public = client.model.is_public
-    if public:
-        _count_unauthenticated_push()
+    # A public client's push proves nothing about who sent it, and a client anyone could
+    # register (RFC 7591) answers for nobody: both are counted per address, under the
+    # smaller cap of open requests.
+    unaccountable = client.model.is_public or client.model.self_registered
+    if unaccountable:
+        _count_unaccountable_push()
     parameters = par.authorization_parameters(request.form.items(multi=True))
     if named is None:
         parameters.append(("client_id", client.client_id))
     _check_as_authorize_would(parameters)
-    request_uri, lifetime = par.push(context.db(), client.client_id, parameters, public)
+    request_uri, lifetime = par.push(context.db(), client.client_id, parameters, unaccountable)
     context.record(EVENT, client_id=client.client_id)
     context.commit()
     body = {"request_uri": request_uri, "expires_in": lifetime}
     return Response(json.dumps(body), status=201, headers=server().JSON_HEADERS)
 
 
-def _count_unauthenticated_push() -> None:
-    """A public client's push proves nothing about who sent it: count it per address."""
+def _count_unaccountable_push() -> None:
+    """Count a push of a public or self-registered client per address."""
     throttled = push_throttle().reserve(context.client_address())
     if throttled is not None and throttled.first:
         context.record(EVENT, "throttled")  # one row per address and window, not per push

@@ -450,6 +450,38 @@ def test_an_oversized_push_is_refused(app, client, rp):
     refused(app, push(client, rp, params), "invalid_request", 413)
 
 
+def test_the_size_of_a_push_is_counted_in_bytes(app, client, rp):
+    """§2.3: the bound is on bytes: 9,000 emoji are 9,000 characters but 36,000 bytes
+    (and more once stored), refused as a push of 36,000 ASCII characters is."""
+    params = {**request_params(rp), "login_hint": "\N{GRINNING FACE}" * 9000}
+    refused(app, push(client, rp, params), "invalid_request", 413)
+
+
+def test_an_overlong_id_token_hint_is_refused(app, client, rp):
+    """A pushed request keeps its id_token_hint until /authorize reads it: one longer than
+    any ID token of ours is refused at the push, as at /authorize."""
+    params = request_params(rp, id_token_hint="x" * 8193)
+    body = refused(app, push(client, rp, params), "invalid_request")
+    assert body["error_description"] == "'id_token_hint' is too long."
+
+
+def test_self_registered_clients_are_limited_per_address(app, client, monkeypatch):
+    """Anyone can register a confidential client (RFC 7591): its pushes are counted per
+    address like a public client's, and it gets the smaller cap of open requests."""
+    storage = app.extensions["push_throttle"]._limiter.storage
+    monkeypatch.setitem(app.extensions, "push_throttle", PushThrottle(storage, "2/hour"))
+    registered = make_client(app, "self-made", scope="openid profile email", self_registered=True)
+    pushed_uri(push(client, registered))
+    pushed_uri(push(client, registered))
+    response = push(client, registered)
+    token_error(response, "invalid_request", 429)
+    assert pushed_count(app) == 2
+    monkeypatch.setitem(app.extensions, "push_throttle", PushThrottle(storage, "100/hour"))
+    monkeypatch.setattr(par, "MAX_OPEN_PER_PUBLIC_CLIENT", 2)
+    token_error(push(client, registered), "invalid_request", 429)  # the cap now
+    assert pushed_count(app) == 2
+
+
 def test_denying_sends_back_the_pushed_state(app, client, signed_in, rp):
     """RFC 6749 §4.1.2.1: the error carries the request's state, the pushed one; a state
     added to the consent form is not the request's."""

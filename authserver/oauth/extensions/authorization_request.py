@@ -22,6 +22,7 @@ from ..scopes import known_scopes, resolve_resources, scope_list
 PROMPT_VALUES = {"none", "login", "consent", "select_account"}
 MAX_STATE_LENGTH = 2000
 MAX_NONCE_LENGTH = 500
+MAX_ID_TOKEN_HINT_LENGTH = 8192  # our ID tokens are about 1 KB; it is kept in pushed requests
 # `client_id` and `redirect_uri` are checked before the redirect URI is trusted (a page).
 SINGLE_VALUED = (
     "response_type",
@@ -89,6 +90,8 @@ def check_lengths(grant: Any) -> None:
         raise InvalidRequestError("'state' must be printable ASCII.")
     if len(data.get("nonce") or "") > MAX_NONCE_LENGTH:
         raise InvalidRequestError("'nonce' is too long.")
+    if len(data.get("id_token_hint") or "") > MAX_ID_TOKEN_HINT_LENGTH:
+        raise InvalidRequestError("'id_token_hint' is too long.")
 
 
 def check_prompt_and_max_age(grant: Any) -> None:
