@@ -65,9 +65,21 @@ def load_or_create_audit_key(session: Session, keyring: KeyRing) -> bytes:
     if row is None:
         key = secrets.token_bytes(32)
         session.add(ServerSecret(name=AUDIT_KEY_NAME, sealed=seal(keyring, key, aad)))
+        start_chain(session, key)
         session.flush()
         return key
     return unseal(keyring, row.sealed, aad)
+
+
+def start_chain(session: Session, key: bytes) -> None:
+    """The head of an empty chain, MAC'd, made with the key: from then on a missing head
+    means the log was emptied or cut (making one again needs the key)."""
+    if session.get(AuditHead, 1) is None:
+        session.add(
+            AuditHead(
+                id=1, chain_seq=0, chain_mac=GENESIS_MAC, head_mac=_head_mac(key, 0, GENESIS_MAC)
+            )
+        )
 
 
 def _mac(key: bytes, message: str) -> str:
@@ -221,13 +233,37 @@ def verify_chain(session: Session, key: bytes) -> list[Problem]:
 
 def _check_head(session: Session, key: bytes, last_seq: int, last_mac: str) -> list[Problem]:
     head = session.get(AuditHead, 1)
-    if head is None:
-        return [] if last_seq == 0 else [Problem("truncated", "the chain head record is missing")]
+    if head is None:  # made with the audit key, before any row (`start_chain`)
+        return [Problem("truncated", "the chain head record is missing: the log was cut")]
     if not hmac.compare_digest(head.head_mac, _head_mac(key, head.chain_seq, head.chain_mac)):
         return [Problem("edited", "the chain head record does not match its MAC")]
     if head.chain_seq != last_seq or not hmac.compare_digest(head.chain_mac, last_mac):
         return [Problem("truncated", f"the chain should end at position {head.chain_seq}")]
     return []
+
+
+def current_head(session: Session) -> tuple[int, str] | None:
+    """(position, chain MAC) of the last linked row: what to export to write-once storage."""
+    head = session.get(AuditHead, 1)
+    return (head.chain_seq, head.chain_mac) if head is not None else None
+
+
+def check_anchor(session: Session, seq: int, chain_mac: str) -> list[Problem]:
+    """An exported head (`current_head`) must still be in the chain, unchanged.
+
+    Restoring an older head record (a copy anyone with database access may have kept)
+    together with the rows up to it rewinds the log without breaking a MAC: only a head
+    kept outside the database shows the rows after it went missing."""
+    if seq == 0:
+        return [] if hmac.compare_digest(chain_mac, GENESIS_MAC) else [_rewound(seq)]
+    row = session.scalar(select(AuditEvent.chain_mac).where(AuditEvent.chain_seq == seq))
+    if row is None or not hmac.compare_digest(row, chain_mac):
+        return [_rewound(seq)]
+    return []
+
+
+def _rewound(seq: int) -> Problem:
+    return Problem("rewound", f"the exported head at position {seq} is no longer in the chain")
 
 
 class AuditLinker:

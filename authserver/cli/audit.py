@@ -63,19 +63,39 @@ def audit_list(
     emit(rows, as_json, "\n".join(lines))
 
 
+def _anchor(_ctx: Any, _param: Any, value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, chain_mac = value.partition(":")
+    if not seq.isdigit() or len(chain_mac) != 64:
+        raise click.BadParameter("expected POSITION:MAC, as `head` in `audit verify --json`")
+    return int(seq), chain_mac
+
+
 @audit.command("verify")
+@click.option(
+    "--since",
+    "anchor",
+    metavar="POSITION:MAC",
+    callback=_anchor,
+    help="A head exported earlier (`head` of --json): it must still be in the chain.",
+)
 @json_option
-def audit_verify(as_json: bool) -> None:
+def audit_verify(anchor: tuple[int, str] | None, as_json: bool) -> None:
     """Link pending rows, then recompute every MAC; exits 1 if anything was changed."""
     runtime = load_runtime()
     linked = audit_log.link_all(runtime.session_factory, runtime.audit_key)
     with runtime.session_factory() as session:
         problems = audit_log.verify_chain(session, runtime.audit_key)
+        if anchor is not None:
+            problems += audit_log.check_anchor(session, *anchor)
+        head = audit_log.current_head(session)
         total = session.query(AuditEvent).count()
     report = {
         "ok": not problems,
         "events": total,
         "newly_linked": linked,
+        "head": f"{head[0]}:{head[1]}" if head else None,
         "problems": [{"kind": p.kind, "detail": p.detail} for p in problems],
     }
     text = (

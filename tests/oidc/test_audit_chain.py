@@ -178,10 +178,10 @@ def problems(app) -> list[audit.Problem]:
     return link_and_verify(app)
 
 
-def cli_verify(live, database_url: str) -> dict:
+def cli_verify(live, database_url: str, *extra: str) -> dict:
     """`authserver audit verify --json`, run through the console entry point."""
     env = server_env(database_url, live.url)
-    result = CliRunner().invoke(cli, ["audit", "verify", "--json"], env=env)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--json", *extra], env=env)
     report = json.loads(result.output)
     assert result.exit_code == (0 if report["ok"] else 1)
     return report
@@ -249,6 +249,52 @@ def test_truncated_tail_with_head_removed_is_detected(live):
     with runtime.session_factory() as session:
         found = audit.verify_chain(session, runtime.audit_key)
     assert [p.kind for p in found] == ["truncated"]
+
+
+def test_emptied_log_is_detected(live, migrated_database):
+    """Every row and the head record deleted: the head of the chain is made with the key
+    when the key is, so an empty log without it was cut, not new."""
+    write_rows(live.app, 3)
+    tamper(live.app, delete(AuditEvent), delete(AuditHead))
+    report = cli_verify(live, migrated_database)
+    assert not report["ok"] and [p["kind"] for p in report["problems"]] == ["truncated"]
+    assert report["events"] == 0 and report["head"] is None
+
+
+def test_a_fresh_log_is_intact(live, migrated_database):
+    """Control for the above: no rows yet, the head made with the key, nothing to report."""
+    report = cli_verify(live, migrated_database)
+    assert report["ok"] and report["events"] == 0
+    assert report["head"] == "0:" + audit.GENESIS_MAC
+
+
+def test_rewinding_to_an_older_head_is_detected_by_an_exported_head(live, migrated_database):
+    """docs/deploying.md: restoring an older head record (anyone with database access can
+    keep a copy) and deleting the rows after it breaks no MAC; the head exported since
+    (`head` of `audit verify --json`, kept outside the database) shows it: `rewound`."""
+    write_rows(live.app, 3)
+    older = cli_verify(live, migrated_database)["head"]
+    with live.runtime.session_factory() as session:
+        saved = session.get(AuditHead, 1)
+        copy = {"chain_seq": saved.chain_seq, "chain_mac": saved.chain_mac}
+        copy["head_mac"] = saved.head_mac
+    write_rows(live.app, 3)
+    exported = cli_verify(live, migrated_database)["head"]
+    assert cli_verify(live, migrated_database, "--since", older)["ok"]  # still in the chain
+    tamper(
+        live.app,
+        delete(AuditEvent).where(AuditEvent.chain_seq > copy["chain_seq"]),
+        update(AuditHead).values(**copy),
+    )
+    assert cli_verify(live, migrated_database)["ok"]  # what the database alone can show
+    report = cli_verify(live, migrated_database, "--since", exported)
+    assert not report["ok"] and [p["kind"] for p in report["problems"]] == ["rewound"]
+
+
+def test_since_must_be_a_head(live, migrated_database):
+    env = server_env(migrated_database, live.url)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--since", "latest"], env=env)
+    assert result.exit_code == 2 and "POSITION:MAC" in result.output
 
 
 def test_concurrent_writer_processes_and_linker_leave_one_chain(live, migrated_database, tmp_path):

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 
-from authserver import create_app
+from authserver import audit, create_app
 from authserver.db import transaction
 from authserver.keys import ensure_signing_keys
 from authserver.models import Base, ServerSecret, SigningKey
@@ -54,10 +54,12 @@ def build_test_app(database_url: str, **overrides: Any) -> Flask:
 def reset_database(app: Flask) -> None:
     """Delete every row except the signing keys and server secrets (costly to regenerate)."""
     runtime = app.extensions["authserver"]
+    audit_key = runtime.audit_key  # before the transaction: loading it may write
     with transaction(runtime.session_factory) as session:
         for table in reversed(VaultBase.metadata.sorted_tables + Base.metadata.sorted_tables):
             if table.name not in KEPT_TABLES:
                 session.execute(delete(table))
+        audit.start_chain(session, audit_key)  # as a fresh database has it
     runtime.signing_keys.invalidate()
 
 
