@@ -34,10 +34,13 @@ ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name, not a secret)
 DEFAULT_ID_TOKEN_ALG = "RS256"  # noqa: S105 (an algorithm name)
 RELOAD_INTERVAL_SECONDS = 30.0
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
-# Between `keys rotate` and the hand-over: two reload intervals, so every process of
-# the deployment has published the new keys (and relying parties that refetch on an
-# unknown `kid` find them) before any of them signs with one.
-PUBLISH_BEFORE_SIGNING_SECONDS = 2 * int(RELOAD_INTERVAL_SECONDS)
+# How long a relying party may cache /jwks.json (its Cache-Control max-age).
+JWKS_MAX_AGE_SECONDS = 60
+# Between `keys rotate` and the hand-over: one reload interval, by which every process of
+# the deployment publishes the new keys, then one JWKS lifetime, by which every copy cached
+# without them has expired. So no relying party meets a `kid` it cannot find, even one
+# that does not refetch on an unknown `kid`.
+PUBLISH_BEFORE_SIGNING_SECONDS = int(RELOAD_INTERVAL_SECONDS) + JWKS_MAX_AGE_SECONDS
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from ..discovery import server_metadata
+from ..keys import JWKS_MAX_AGE_SECONDS
 from . import context
 
 bp = Blueprint("discovery", __name__)
@@ -37,7 +38,8 @@ def oauth_authorization_server() -> Response:
 @bp.get("/jwks.json")
 def jwks() -> Response:
     response = jsonify(context.runtime().signing_keys.jwks())
-    # Short, so a rotation reaches relying parties quickly; they refetch on unknown kid anyway.
-    response.headers["Cache-Control"] = "public, max-age=60"
+    # Short, so a rotation reaches relying parties quickly (keys.PUBLISH_BEFORE_SIGNING_SECONDS
+    # waits this long before a new key signs).
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response

@@ -162,6 +162,16 @@ def test_documents_are_public_and_cacheable(client):
         assert "max-age=" in response.headers["Cache-Control"]
 
 
+def test_new_keys_sign_only_once_every_cached_jwks_without_them_expired(client):
+    """A rotation's keys are published at once and sign after one key reload (every
+    worker publishes them) plus the JWKS's max-age (every copy cached before has expired):
+    a relying party that does not refetch on an unknown kid never meets one."""
+    from authserver import keys
+
+    cached = int(client.get("/jwks.json").headers["Cache-Control"].split("max-age=")[1])
+    assert keys.PUBLISH_BEFORE_SIGNING_SECONDS >= keys.RELOAD_INTERVAL_SECONDS + cached
+
+
 @pytest.mark.parametrize("path", [OIDC, RFC8414])
 def test_validates_with_authlib_metadata_classes(migrated_database, path):
     """Authlib's validators for OIDC Discovery §3 and RFC 8414 §2 accept the documents (on an
