@@ -2,6 +2,9 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# An image is for deployment: the authserver refuses development defaults (an http issuer,
+# generated secrets, `authserver demo`) unless a container sets AUTHSERVER_ENV=development.
+ENV AUTHSERVER_ENV=production
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 
