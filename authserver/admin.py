@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -89,7 +90,22 @@ def create_user(
 NOT_IN_URIS = frozenset(' "<>\\^`{|}')
 # A host as the CSP form-action source and the consent page show it: a DNS name or an
 # IPv4 address (IPv6 literals are checked by urlsplit and kept in brackets).
-HOST_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
+# A DNS name (RFC 1123 §2.1): dot-separated labels of letters, digits and inner hyphens.
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _valid_host(netloc: str, host: str) -> bool:
+    """A DNS name, an IPv4 address (which the name pattern also matches), or an IPv6
+    literal in brackets that parses as one."""
+    if netloc.startswith("["):
+        try:
+            return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+    return bool(HOST_NAME.match(host))
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -110,9 +126,10 @@ def check_redirect_uri(uri: str) -> str:
     if parts.scheme not in ("http", "https") and "." not in parts.scheme:
         raise AdminError(f"redirect URI {uri!r}: custom schemes must be reverse-DNS (RFC 8252)")
     if parts.scheme in ("http", "https"):
-        host = parts.hostname or ""
-        if not parts.netloc or not (HOST_NAME.match(host) or parts.netloc.startswith("[")):
+        if not parts.netloc or not _valid_host(parts.netloc, parts.hostname or ""):
             raise AdminError(f"redirect URI {uri!r}: missing or malformed host")
+        if parts.port == 0:
+            raise AdminError(f"redirect URI {uri!r}: port 0 is no port")
     return uri
 
 
