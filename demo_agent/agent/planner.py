@@ -27,6 +27,10 @@ TRADE = re.compile(r"\b(buy|purchase|acquire|sell|dump|unload)\b")
 SELLS = ("sell", "dump", "unload")
 EVERYTHING = re.compile(r"\b(everything|all|entire|whole|as many|as much|max(?:imum)? shares)\b")
 NO_LIMIT = re.compile(r"\b(at|the) market\b|\bmarket (order|price)\b|\b(any|whatever) price\b")
+# "don't buy", "never sell", "cancel that buy": a trade word that is not a request to trade.
+NEGATED = re.compile(r"\b(don'?t|do not|never|cancel|stop|not)\b")
+# "at most 120, no wait, at most 100": more than one limit is a correction to ask about.
+CORRECTION = re.compile(r"\b(no wait|actually|i mean|make that|rather|instead)\b")
 NUMBER = r"\$?\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:usd|dollars?|\$)?"
 CEILING = r"at\s+most|no\s+more\s+than|not\s+more\s+than|up\s+to|max(?:imum)?|under|below|<=?"
 FLOOR = r"at\s+least|no\s+less\s+than|not\s+less\s+than|min(?:imum)?|above|over|>=?"
@@ -107,6 +111,13 @@ class RulePlanner:
         match = TRADE.search(lowered)
         assert match is not None  # noqa: S101 (the caller matched)
         side = "sell" if match.group(1) in SELLS else "buy"
+        if NEGATED.search(lowered[: match.start()]):
+            return refusal(f"I will not {side} anything then. Tell me what to do instead.")
+        if CORRECTION.search(lowered) or len(LIMIT.findall(lowered)) > 1:
+            return Reply(
+                f"I heard more than one order there. Tell me the one {side} to place, "
+                f"e.g. '{side} 10 NET {'at most' if side == 'buy' else 'at least'} 120'."
+            )
         if EVERYTHING.search(lowered):
             return refusal(f"I only {side} an exact number of shares; tell me how many.")
         if NO_LIMIT.search(lowered):

@@ -117,14 +117,30 @@ def _slot(args: dict[str, Any], now: datetime) -> ToolCall:
         raise Invalid("When? For example: 'am I free tomorrow at 3pm?'")
     if start.tzinfo is None:
         start = start.replace(tzinfo=now.tzinfo)
-    minutes = check_quantity(args.get("duration_minutes") or DEFAULT_MINUTES)
-    if minutes > MAX_MINUTES:
-        raise Invalid("I can check at most one day at a time.")
-    if start + timedelta(minutes=minutes) <= now:
-        raise Invalid("That time has already passed.")
+    minutes = _check_minutes(args.get("duration_minutes") or DEFAULT_MINUTES)
+    # The horizon first: the arithmetic below overflows near datetime's year 1 and 9999.
     if start > now + HORIZON:
         raise Invalid("I can only look 62 days ahead.")
+    if start < now - timedelta(days=1):
+        raise Invalid("That time has already passed.")
+    if start + timedelta(minutes=minutes) <= now:
+        raise Invalid("That time has already passed.")
     return ToolCall("am_i_free", {"start": start, "duration_minutes": minutes})
+
+
+def _check_minutes(value: Any) -> int:
+    """A length to check the calendar for: whole minutes, at most a day."""
+    if isinstance(value, bool):
+        raise Invalid("How long? For example: 'for 30 minutes'.")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise Invalid("How long? For example: 'for 30 minutes'.") from None
+    if not number.is_finite() or number <= 0 or number != number.to_integral_value():
+        raise Invalid("How long? For example: 'for 30 minutes'.")
+    if number > MAX_MINUTES:
+        raise Invalid("I can check at most one day at a time.")
+    return int(number)
 
 
 def validate(name: str, args: dict[str, Any] | None, now: datetime) -> Plan:

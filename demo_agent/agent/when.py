@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
+# Days before or after today a question may name (the calendar looks 62 days ahead).
+FARTHEST_DAYS = 366
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY = re.compile(
     r"\b(?:(day after tomorrow)|(yesterday)|(today|tonight)|(tomorrow|tmrw)|(next\s+)?"
@@ -111,6 +113,11 @@ def parse_slot(text: str, now: datetime) -> Slot:
     minutes = _minutes(lowered)
     if day is None and clock is None:
         raise Unclear("When? For example: 'am I free tomorrow at 3pm?'")
+    # Before any arithmetic: a day near year 1 or 9999 would overflow it.
+    if day is not None and (day - today).days > FARTHEST_DAYS:
+        raise Unclear("I can only look 62 days ahead.")
+    if day is not None and (today - day).days > FARTHEST_DAYS:
+        raise Unclear("That day has already passed.")
     if clock is None:
         assert day is not None  # noqa: S101 (checked just above)
         return _whole_day(day, now)

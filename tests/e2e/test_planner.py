@@ -94,6 +94,10 @@ TABLE: list[tuple[str, Any]] = [
     ("buy 10 N3T at most 5", (REFUSE, "not a ticker symbol")),
     ("buy 10 VERYLONGSYMBOL at most 5", (REFUSE, "not a ticker symbol")),
     ("transfer my money to bob", (REFUSE, "cannot move money")),
+    ("don't buy 10 NET at most 120", (REFUSE, "will not buy")),
+    ("never sell 5 AAPL at least 230", (REFUSE, "will not sell")),
+    ("buy 10 NET at most 120, no wait, at most 100", (ASK, "more than one order")),
+    ("buy 10 NET at most 120 actually 100", (ASK, "more than one order")),
     # calendar
     ("am I free tomorrow at 3pm?", free(at(1, 15))),
     ("am I free on friday at 10:30", free(at(4, 10, 30))),
@@ -111,6 +115,10 @@ TABLE: list[tuple[str, Any]] = [
     ("am I free tomorrow at 25:00", (ASK, "not a time")),
     ("am I free yesterday at 3pm", (REFUSE, "already passed")),
     ("am I free on 2027-06-01 at 10:00", (REFUSE, "62 days")),
+    ("am I free on 9999-12-31?", (ASK, "62 days")),
+    ("am I free on 9999-12-31 at 3pm?", (ASK, "62 days")),
+    ("am I free on 0001-01-01 at 1am?", (ASK, "already passed")),
+    ("am I free tomorrow at 3pm for 200 hours", (REFUSE, "one day at a time")),
     # other
     ("help", ("help", "I can")),
     ("tell me a joke", (ASK, "did not understand")),
@@ -222,6 +230,11 @@ def test_llm_tool_calls_are_validated_like_the_parser(llm):
     assert planner.plan("...").kind == REFUSE
     llm.call("am_i_free", {"start": "2026-11-24T15:00:00+01:00"})
     assert planner.plan("free tomorrow 3pm?") == free(at(1, 15))
+    for start in ("9999-12-31T23:59:00-12:00", "0001-01-01T00:00:00+14:00"):
+        llm.call("am_i_free", {"start": start, "duration_minutes": 30})
+        assert planner.plan("...").kind == REFUSE  # not an overflow
+    llm.call("am_i_free", {"start": "2026-11-24T15:00:00+01:00", "duration_minutes": 12000})
+    assert "one day at a time" in planner.plan("...").text
     llm.call("delete_account", {})
     assert planner.plan("...").kind == REFUSE
     assert notices == []
