@@ -71,7 +71,21 @@ def run(host: str, port: int) -> None:
     from .. import create_app
 
     app = create_app()
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=_path_only_log())
+
+
+def _path_only_log() -> type:
+    """The development server's request handler, logging each request without its query
+    string: an upstream provider's authorization code arrives in one
+    (/connections/<name>/callback?code=...), and no credential may reach a log."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class PathOnlyLog(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = getattr(self, "path", "").split("?", 1)[0]
+            self.log("info", '"%s %s" %s', getattr(self, "command", "-"), path, code)
+
+    return PathOnlyLog
 
 
 @click.group()

@@ -128,7 +128,11 @@ def http_error(error: HTTPException) -> tuple[Response, int]:
     if status >= 500:
         return server_error(error)
     code = (error.name or "error").lower().replace(" ", "_")
-    return jsonify({"error": code, "error_description": error.description}), status
+    response = jsonify({"error": code, "error_description": error.description})
+    # RFC 9110 §15.5.6: a 405 MUST say what is allowed (Werkzeug's error carries `Allow`).
+    if allowed := dict(error.get_headers()).get("Allow"):
+        response.headers["Allow"] = allowed
+    return response, status
 
 
 def server_error(error: Exception) -> tuple[Response, int]:

@@ -152,11 +152,13 @@ def test_unexpected_error_is_generic(
 
 
 def test_unknown_route_and_method(broker_client: FlaskClient) -> None:
-    """Errors are JSON everywhere, including routing errors."""
+    """Errors are JSON everywhere, including routing errors; a 405 says which methods the
+    resource allows (RFC 9110 §15.5.6: the server MUST send `Allow`)."""
     response = broker_client.get("/nope")
     assert response.status_code == 404 and response.json["error"] == "not_found"
     response = broker_client.delete("/portfolio")
     assert response.status_code == 405 and response.json["error"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_authenticated_responses_not_cached(

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 import pytest
+import requests
 from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
@@ -32,7 +33,7 @@ from authserver.runtime import build_runtime
 from authserver.settings import check_settings, load_settings
 from tests.support.apps import FAST_ARGON2, scratch_database
 from tests.support.ciba_live import serve_wsgi
-from tests.support.live import run_cli
+from tests.support.live import ServerProcess, free_port, run_cli, server_env
 from vault import KeyRing, key_version
 
 PASSWORD = "cli-user-password-1"
@@ -850,3 +851,23 @@ def test_clients_create_require_par(workspace):
     assert created["require_pushed_authorization_requests"] is True
     listed = {c["client_id"]: c for c in workspace.json("clients", "list", "--json")}
     assert listed["pushed-only"]["require_pushed_authorization_requests"] is True
+
+
+def test_run_logs_requests_without_their_query_strings(migrated_database, tmp_path):
+    """`authserver run` (the development server) logs each request's method, path and
+    status, never its query: an upstream provider's authorization code arrives in one."""
+    port = free_port()
+    server = ServerProcess(
+        port, server_env(migrated_database, f"http://127.0.0.1:{port}"), tmp_path
+    )
+    try:
+        server.wait_until_up()
+        requests.get(
+            f"{server.url}/connections/calendar/callback?code=UPSTREAM-CODE-123&state=s",
+            timeout=10,
+        )
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert '"GET /connections/calendar/callback"' in log
+    assert "UPSTREAM-CODE-123" not in log and "state=s" not in log
