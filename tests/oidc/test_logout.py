@@ -190,15 +190,21 @@ def test_confirmation_without_redirect_shows_signed_out_page(app, signed_in):
     assert signed_in_user(signed_in.client) is None
 
 
+def id_token_of_an_ended_session(app, browser, rp, username):
+    """An ID token from a sign-in of `username` that has since been signed out."""
+    browser.login(username, DEFAULT_PASSWORD)
+    token = tokens_for(browser, app.test_client(), rp)["id_token"]
+    browser.client.post(
+        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
+    )
+    return token
+
+
 def test_hint_for_another_user_asks_for_confirmation(app, browser, alice, rp):
     """§4: an ID token of a different user than the one signed in does not sign the current
     user out silently; the user is asked."""
     make_user(app, "bob")
-    browser.login("bob", DEFAULT_PASSWORD)
-    bobs_token = tokens_for(browser, app.test_client(), rp)["id_token"]
-    browser.client.post(
-        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
-    )
+    bobs_token = id_token_of_an_ended_session(app, browser, rp, "bob")
     browser.login("alice", DEFAULT_PASSWORD)
     response = logout(browser, id_token_hint=bobs_token, post_logout_redirect_uri=POST_LOGOUT)
     assert "Sign out?" in assert_html_page(response, 200)
@@ -211,11 +217,7 @@ def test_hint_from_an_earlier_session_asks_for_confirmation(app, browser, alice,
     it signs nobody out silently. Confirming still returns to the client."""
     with monkeypatch.context() as patch:
         patch.setattr(account, "now", lambda: int(time.time()) - 600)
-        browser.login("alice", DEFAULT_PASSWORD)
-    earlier = tokens_for(browser, app.test_client(), rp)["id_token"]
-    browser.client.post(
-        "/logout/confirm", data={"csrf_token": csrf_token(browser.client.get("/").text)}
-    )
+        earlier = id_token_of_an_ended_session(app, browser, rp, "alice")
     browser.login("alice", DEFAULT_PASSWORD)
     response = logout(browser, id_token_hint=earlier, post_logout_redirect_uri=POST_LOGOUT)
     assert "Sign out?" in assert_html_page(response, 200)

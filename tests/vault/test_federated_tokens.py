@@ -194,6 +194,17 @@ def test_another_users_account_is_never_served(scene, spy):
     assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
 
 
+def refused_without_effect(scene, subject, status, error, description):
+    """The federated exchange of `subject`, refused with `error`: no token in the answer,
+    the provider not called, nothing issued."""
+    before, issued = scene.calendar.stats(), issued_counts(scene.app)
+    refused = scene.federated(subject)
+    assert refused.status_code == status, refused.text
+    assert refused.json() == {"error": error, "error_description": description}
+    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
+    return refused
+
+
 def test_client_credentials_subject_token_is_invalid_request(scene):
     """RFC 8693 §2.2.2: a subject token unacceptable for this exchange is invalid_request;
     a client-credentials token has no user, so no user's account can be served."""
@@ -205,15 +216,13 @@ def test_client_credentials_subject_token_is_invalid_request(scene):
         timeout=10,
     )
     assert machine.status_code == 200, machine.text
-    before, issued = scene.calendar.stats(), issued_counts(scene.app)
-    refused = scene.federated(machine.json()["access_token"])
-    assert refused.status_code == 400
-    assert refused.json()["error"] == "invalid_request"
-    assert refused.json()["error_description"] == (
-        "Federated tokens need a subject token of a user."
+    refused_without_effect(
+        scene,
+        machine.json()["access_token"],
+        400,
+        "invalid_request",
+        "Federated tokens need a subject token of a user.",
     )
-    assert "access_token" not in refused.json()
-    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
     assert scene.events("vault.token_served")[-1].details == {
         "connection": "calendar",
         "error": "invalid_request",
@@ -232,15 +241,13 @@ def test_a_disabled_users_account_is_not_served(scene):
             update(User).where(User.id == scene.user_ids["alice"]).values(disabled=True)
         )
     scene.expire_cached("alice")  # so serving would mean a refresh at the provider
-    before, issued = scene.calendar.stats(), issued_counts(scene.app)
-    refused = scene.federated(subject)
-    assert refused.status_code == 400
-    assert refused.json()["error"] == "invalid_request"
-    assert refused.json()["error_description"] == (
-        "The 'subject_token' is invalid, expired or revoked."
+    refused_without_effect(
+        scene,
+        subject,
+        400,
+        "invalid_request",
+        "The 'subject_token' is invalid, expired or revoked.",
     )
-    assert "access_token" not in refused.json()
-    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
 
 
 @pytest.mark.parametrize("sealed", ["access_token_sealed", "refresh_token_sealed"])
@@ -256,16 +263,13 @@ def test_an_account_that_does_not_open_is_temporarily_unavailable(scene, sealed)
         scene.expire_cached("alice")
     with transaction(scene.app.extensions["authserver"].session_factory) as session:
         session.execute(update(ConnectedAccount).values({sealed: b"not a ciphertext"}))
-    before, issued = scene.calendar.stats(), issued_counts(scene.app)
-    refused = scene.federated(subject)
-    assert refused.status_code == 503, refused.text
-    assert refused.json() == {
-        "error": "temporarily_unavailable",
-        "error_description": (
-            "The connected account cannot be opened right now; no token was issued."
-        ),
-    }
-    assert scene.calendar.stats() == before and issued_counts(scene.app) == issued
+    refused_without_effect(
+        scene,
+        subject,
+        503,
+        "temporarily_unavailable",
+        "The connected account cannot be opened right now; no token was issued.",
+    )
     assert scene.events("vault.token_served")[-1].details == {
         "connection": "calendar",
         "error": "temporarily_unavailable",
