@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault import KeyRing, associated_data, seal, unseal
 
-from .models import AuditEvent, AuditHead, ServerSecret
+from .models import AuditEvent, AuditHead, Client, ServerSecret, User
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +59,35 @@ class Problem:
     detail: str
 
 
+class AuditKeyMissing(RuntimeError):
+    """The audit key is gone from a database that holds data."""
+
+
 def load_or_create_audit_key(session: Session, keyring: KeyRing) -> bytes:
+    """The audit MAC key; made (with the chain's head) only for a database that holds no
+    audit rows, users or clients yet. A key made again for one that does would let anyone
+    who can delete rows reset the log to an intact-looking empty chain."""
     aad = associated_data("server_secret", AUDIT_KEY_NAME)
     row = session.get(ServerSecret, AUDIT_KEY_NAME)
     if row is None:
+        if _holds_data(session):
+            raise AuditKeyMissing(
+                "the audit key is missing from a database that holds data: the audit log "
+                "cannot be verified or extended (see docs/deploying.md, Audit log)"
+            )
         key = secrets.token_bytes(32)
         session.add(ServerSecret(name=AUDIT_KEY_NAME, sealed=seal(keyring, key, aad)))
         start_chain(session, key)
         session.flush()
         return key
     return unseal(keyring, row.sealed, aad)
+
+
+def _holds_data(session: Session) -> bool:
+    return any(
+        session.scalar(select(model).limit(1)) is not None
+        for model in (AuditEvent, AuditHead, User, Client)
+    )
 
 
 def start_chain(session: Session, key: bytes) -> None:

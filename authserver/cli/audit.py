@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import click
@@ -63,13 +64,16 @@ def audit_list(
     emit(rows, as_json, "\n".join(lines))
 
 
+HEAD = re.compile(r"^([0-9]{1,18}):([0-9a-f]{64})$")
+
+
 def _anchor(_ctx: Any, _param: Any, value: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
-    seq, _, chain_mac = value.partition(":")
-    if not seq.isdigit() or len(chain_mac) != 64:
+    match = HEAD.match(value)
+    if match is None:
         raise click.BadParameter("expected POSITION:MAC, as `head` in `audit verify --json`")
-    return int(seq), chain_mac
+    return int(match.group(1)), match.group(2)
 
 
 @audit.command("verify")
@@ -84,9 +88,16 @@ def _anchor(_ctx: Any, _param: Any, value: str | None) -> tuple[int, str] | None
 def audit_verify(anchor: tuple[int, str] | None, as_json: bool) -> None:
     """Link pending rows, then recompute every MAC; exits 1 if anything was changed."""
     runtime = load_runtime()
-    linked = audit_log.link_all(runtime.session_factory, runtime.audit_key)
+    try:
+        audit_key = runtime.audit_key
+    except audit_log.AuditKeyMissing as missing:
+        report = {"ok": False, "events": None, "newly_linked": 0, "head": None}
+        report["problems"] = [{"kind": "key_missing", "detail": str(missing)}]
+        emit(report, as_json, f"key_missing: {missing}")
+        raise SystemExit(1) from None
+    linked = audit_log.link_all(runtime.session_factory, audit_key)
     with runtime.session_factory() as session:
-        problems = audit_log.verify_chain(session, runtime.audit_key)
+        problems = audit_log.verify_chain(session, audit_key)
         if anchor is not None:
             problems += audit_log.check_anchor(session, *anchor)
         head = audit_log.current_head(session)
@@ -95,7 +106,8 @@ def audit_verify(anchor: tuple[int, str] | None, as_json: bool) -> None:
         "ok": not problems,
         "events": total,
         "newly_linked": linked,
-        "head": f"{head[0]}:{head[1]}" if head else None,
+        # Only an intact chain's head is one to export and verify against later.
+        "head": f"{head[0]}:{head[1]}" if head and not problems else None,
         "problems": [{"kind": p.kind, "detail": p.detail} for p in problems],
     }
     text = (

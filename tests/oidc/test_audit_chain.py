@@ -19,6 +19,7 @@ from authserver import audit
 from authserver.cli import main as cli
 from authserver.db import transaction
 from authserver.models import AuditEvent, AuditHead
+from tests.support import apps
 from tests.support.apps import reset_database
 from tests.support.db import audit_events, link_and_verify
 from tests.support.factories import DEFAULT_PASSWORD, make_client, make_user
@@ -291,10 +292,45 @@ def test_rewinding_to_an_older_head_is_detected_by_an_exported_head(live, migrat
     assert not report["ok"] and [p["kind"] for p in report["problems"]] == ["rewound"]
 
 
-def test_since_must_be_a_head(live, migrated_database):
+@pytest.mark.parametrize(
+    "value",
+    ["latest", "²:" + "a" * 64, "9" * 30 + ":" + "a" * 64, "3:" + "é" * 64, "3:" + "A" * 64],
+)
+def test_since_must_be_a_head(live, migrated_database, value):
+    """A usage error (exit 2), never a traceback: digits only, a 64-digit lowercase MAC."""
     env = server_env(migrated_database, live.url)
-    result = CliRunner().invoke(cli, ["audit", "verify", "--since", "latest"], env=env)
+    result = CliRunner().invoke(cli, ["audit", "verify", "--since", value], env=env)
     assert result.exit_code == 2 and "POSITION:MAC" in result.output
+
+
+def test_a_damaged_chain_reports_no_head_to_export(live, migrated_database):
+    """Only an intact chain's head is worth keeping as an anchor."""
+    ids = write_rows(live.app, 3)
+    tamper(live.app, update(AuditEvent).where(AuditEvent.id == ids[0]).values(details={}))
+    report = cli_verify(live, migrated_database)
+    assert not report["ok"] and report["head"] is None
+
+
+def test_deleting_the_audit_key_too_is_detected_not_reset(migrated_database, tmp_path):
+    """Deleting the rows, the head and the audit key itself must not let a new key and an
+    empty chain look intact: a key is made only for a database without audit rows, users
+    or clients (a new one, as `authserver init` makes it)."""
+    from authserver.models import ServerSecret
+    from tests.support.live import isolated_database
+
+    with isolated_database(migrated_database, tmp_path) as url:
+        app = apps.build_test_app(url)
+        make_user(app, "alice")
+        write_rows(app, 3)
+        tamper(app, delete(AuditEvent), delete(AuditHead), delete(ServerSecret))
+        env = server_env(url, "http://127.0.0.1:9")
+        result = CliRunner().invoke(cli, ["audit", "verify", "--json"], env=env)
+        report = json.loads(result.output)
+        assert result.exit_code == 1 and not report["ok"]
+        assert [p["kind"] for p in report["problems"]] == ["key_missing"]
+        with app.extensions["authserver"].session_factory() as session:
+            assert session.get(ServerSecret, audit.AUDIT_KEY_NAME) is None  # not made again
+        app.extensions["authserver"].engine.dispose()
 
 
 def test_concurrent_writer_processes_and_linker_leave_one_chain(live, migrated_database, tmp_path):

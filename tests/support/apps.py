@@ -48,6 +48,7 @@ def build_test_app(database_url: str, **overrides: Any) -> Flask:
     runtime = app.extensions["authserver"]
     with transaction(runtime.session_factory) as session:
         ensure_signing_keys(session, runtime.keyring)
+    _ = runtime.audit_key  # as `authserver init` makes it, before any row exists
     return app
 
 
