@@ -285,3 +285,8 @@ def test_chain_deeper_than_the_limit_is_refused(app, client, setup):
     assert response.json["error"] == "invalid_request"
     assert str(MAX_CHAIN_DEPTH) in response.json["error_description"]
     assert issued_counts(app) == before
+    # The last agent of the full chain may still exchange its own token again: that adds
+    # no actor, and the chain stays as it is.
+    again = exchange(client, agent, token)
+    assert again.status_code == 200, again.json
+    assert claims(again.json["access_token"])["act"] == claims(token)["act"]

@@ -8,6 +8,8 @@ outlive the token it came from, and a delegated token exchanged again is still d
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jwt
 from sqlalchemy import update
 
@@ -100,6 +102,13 @@ def test_an_exchanged_token_never_outlives_its_subject(app, client, setup):
     again = exchange(client, setup.agent, first.json["access_token"], scope="portfolio:read")
     assert again.status_code == 200, again.json
     assert claims(again.json["access_token"])["exp"] == claims(short)["exp"]
+    # A subject with less than MIN_LIFETIME left gives nothing: it would be issued dead.
+    with transaction(runtime.session_factory) as session:
+        expiring = runtime.minter.access_token(session, replace(spec, ttl=2)).token
+    before = issued_counts(app)
+    refused = exchange(client, setup.agent, expiring, scope="portfolio:read")
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_request"
+    assert issued_counts(app) == before
     # A long-lived subject: the delegated lifetime (5 minutes) applies.
     long = exchange(client, setup.agent, setup.tokens["access_token"])
     token = claims(long.json["access_token"])

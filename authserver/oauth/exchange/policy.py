@@ -30,12 +30,17 @@ def is_delegation(
     return actor is not None or subject.client_id != client.client_id
 
 
-def check_delegation(client: ClientSnapshot, subject: PresentedToken) -> None:
+def check_delegation(
+    client: ClientSnapshot, subject: PresentedToken, adds_link: bool = True
+) -> None:
+    """`adds_link`: whether this exchange puts the client on top of the subject's chain
+    (not when it exchanges its own delegated token again)."""
     if not client.may_delegate:
         raise PolicyRefusal("This client may not act on behalf of users.")
     # A chain deeper than anyone can audit is refused rather than truncated: every actor
     # between the user and the API must stay visible in the token, introspection and audit.
-    if len(chain_of(subject.act)) >= MAX_CHAIN_DEPTH:
+    grows = adds_link and not _same_actor(client, subject)
+    if len(chain_of(subject.act)) + (1 if grows else 0) > MAX_CHAIN_DEPTH:
         raise PolicyRefusal(f"Delegation chains are limited to {MAX_CHAIN_DEPTH} actors.")
     may_act = subject.may_act
     if may_act is not None and (
@@ -56,8 +61,13 @@ def check_actor(client: ClientSnapshot, subject: PresentedToken, actor: Presente
         )
 
 
+def _same_actor(client: ClientSnapshot, subject: PresentedToken) -> bool:
+    act = subject.act
+    return isinstance(act, dict) and act.get("sub") == client.client_id
+
+
 def act_claim(client: ClientSnapshot, subject: PresentedToken) -> dict[str, Any]:
-    if subject.act and subject.act.get("sub") == client.client_id:
+    if subject.act and _same_actor(client, subject):
         return subject.act  # the same actor again (its own actor token): one link, not two
     act: dict[str, Any] = {"sub": client.client_id}
     if subject.act:

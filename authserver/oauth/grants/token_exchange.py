@@ -21,7 +21,7 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc6749.hooks import hooked
 
-from ...models import User
+from ...models import User, now
 from ...registry import ResourceSnapshot
 from ...tokens import AccessTokenSpec
 from ..errors import InvalidTargetError
@@ -36,6 +36,9 @@ from ..exchange.presented import (
 )
 from ..issuance import revoke_reused_family, token_body
 from ..scopes import resolve_resources, scope_list
+
+# Seconds a subject token must still have for an exchange: its result never outlives it.
+MIN_LIFETIME = 5
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
@@ -125,8 +128,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
                 return policy.act_claim(client, subject)
             if subject.act:
                 # This client's own delegated token, exchanged again: still acting for the
-                # user, so still only while its delegation rights last.
-                policy.check_delegation(client, subject)
+                # user, so still only while its delegation rights last (no link is added).
+                policy.check_delegation(client, subject, adds_link=False)
         except policy.PolicyRefusal as refusal:
             raise InvalidRequestError(str(refusal)) from None
         return subject.act
@@ -174,6 +177,9 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         client = self.request.client.model
         subject: PresentedToken = self.request.subject
         resource: ResourceSnapshot = self.request.resource
+        if subject.expires_at is not None and subject.expires_at - now() < MIN_LIFETIME:
+            # Live when read, expiring now: the token would be issued already dead.
+            raise InvalidRequestError("The 'subject_token' is invalid, expired or revoked.")
         spec = AccessTokenSpec(
             client_id=client.client_id,
             subject=subject.subject,
