@@ -28,7 +28,10 @@ SELLS = ("sell", "dump", "unload")
 EVERYTHING = re.compile(r"\b(everything|all|entire|whole|as many|as much|max(?:imum)? shares)\b")
 NO_LIMIT = re.compile(r"\b(at|the) market\b|\bmarket (order|price)\b|\b(any|whatever) price\b")
 # "don't buy", "never sell", "cancel that buy": a trade word that is not a request to trade.
-NEGATED = re.compile(r"\b(don'?t|do not|never|cancel|stop|not)\b")
+NEGATED = re.compile(
+    r"\b(\w+n't|dont|didnt|wont|wouldnt|shouldnt|cant|cannot|do not|did not|never|cancel"
+    r"|stop|not|no need)\b"
+)
 # "at most 120, no wait, at most 100": more than one limit is a correction to ask about.
 CORRECTION = re.compile(r"\b(no wait|actually|i mean|make that|rather|instead)\b")
 NUMBER = r"\$?\s*(-?\d[\d,]*(?:\.\d+)?)\s*(?:usd|dollars?|\$)?"
@@ -65,7 +68,8 @@ class RulePlanner:
         self.now = now or (lambda: datetime.now().astimezone())
 
     def plan(self, text: str) -> Plan:
-        text = re.sub(r"['’]s\b", "", text)
+        text = text.replace("\u2019", "'")  # a phone keyboard's apostrophe: don’t, won’t
+        text = re.sub(r"'s\b", "", text)
         lowered = " ".join(text.lower().split())
         if not lowered:
             return Reply("What would you like me to do? " + HELP)

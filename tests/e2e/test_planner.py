@@ -96,6 +96,11 @@ TABLE: list[tuple[str, Any]] = [
     ("transfer my money to bob", (REFUSE, "cannot move money")),
     ("don't buy 10 NET at most 120", (REFUSE, "will not buy")),
     ("never sell 5 AAPL at least 230", (REFUSE, "will not sell")),
+    ("don\u2019t buy 10 NET at most 120", (REFUSE, "will not buy")),
+    ("I wouldn't buy 10 NET at most 120", (REFUSE, "will not buy")),
+    ("I didn't say buy 10 NET at most 120", (REFUSE, "will not buy")),
+    ("no need to buy 10 NET at most 120", (REFUSE, "will not buy")),
+    ("What's NET at? buy 10 NET at most 120", trade("buy", "NET", 10, "120")),
     ("buy 10 NET at most 120, no wait, at most 100", (ASK, "more than one order")),
     ("buy 10 NET at most 120 actually 100", (ASK, "more than one order")),
     # calendar
