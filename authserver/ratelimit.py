@@ -203,16 +203,22 @@ def _count(
     )
 
 
+# RFC 6052's well-known prefix: a NAT64 gateway shows every IPv4 client inside it.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _network(address: str) -> str:
-    """The counted unit: an IPv4 address, or an IPv6 address's /64. A dual-stack socket
-    shows IPv4 clients as IPv4-mapped IPv6 (::ffff:a.b.c.d): counted as the IPv4 address,
-    not all together in ::/64."""
+    """The counted unit: an IPv4 address, or an IPv6 address's /64. An IPv4 client seen as
+    IPv6 (IPv4-mapped ::ffff:a.b.c.d from a dual-stack socket, or 64:ff9b::a.b.c.d behind
+    NAT64) is counted as its IPv4 address, not with every other one in a shared /64."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         return address
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed in NAT64:
+        return str(ipaddress.IPv4Address(int(parsed) & 0xFFFFFFFF))
     if parsed.version == 6:
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)

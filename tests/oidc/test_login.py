@@ -196,14 +196,16 @@ def test_throttled_per_ipv6_network(app, client, alice):
     assert response.status_code == 302 and signed_in_user(client) == alice.id
 
 
-def test_ipv4_mapped_addresses_count_as_their_ipv4_address(app, client, alice):
-    """On a dual-stack socket IPv4 clients arrive as ::ffff:a.b.c.d: each is its own IPv4
-    address, not one shared ::/64 that one client could lock for everyone."""
+@pytest.mark.parametrize("prefix", ["::ffff:", "64:ff9b::"])
+def test_ipv4_clients_seen_as_ipv6_count_as_their_ipv4_address(app, client, alice, prefix):
+    """A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d, a NAT64 gateway as
+    64:ff9b::a.b.c.d (RFC 6052): each is its own IPv4 address, not one shared /64 that one
+    client could lock for everyone."""
     for index in range(LIMIT):
-        failed = attempt(client, f"user{index}", "wrong password", address="::ffff:198.51.100.7")
+        failed = attempt(client, f"user{index}", "wrong password", address=prefix + "198.51.100.7")
         assert failed.status_code == 401
     assert_throttled(attempt(client, "alice", DEFAULT_PASSWORD, address="198.51.100.7"))
-    response = attempt(client, "alice", DEFAULT_PASSWORD, address="::ffff:203.0.113.9")
+    response = attempt(client, "alice", DEFAULT_PASSWORD, address=prefix + "203.0.113.9")
     assert response.status_code == 302 and signed_in_user(client) == alice.id
 
 
