@@ -353,22 +353,18 @@ def benchmark(cleanup: Cleanup) -> dict[str, Any]:
     for name, target in targets.items():
         output[name] = {s: _median([h[name][s] for h in history]) for s in SCENARIOS}
         output[name].update(_audit_counts(target))
-    if peer is not None:
-        output["peer"] = {"client_credentials": _median([h["peer"] for h in history])}
-        output["ratio_vs_peer"] = {name: _ratios(history, name, "peer") for name in targets}
-        output["ratio_vs_peer"]["method"] = (
-            "median over rounds of ours/peer in the same round; per_server_cpu_second "
-            "compares work per CPU-second of each server process, which a busy machine "
-            "distorts less than the rate"
-        )
-    if reference.floor is not None:
-        output["floor"] = {"client_credentials": _median([h["floor"] for h in history])}
-        output["ratio_vs_floor"] = {name: _ratios(history, name, "floor") for name in targets}
-        output["ratio_vs_floor"]["method"] = (
-            "as ratio_vs_peer, against bench/floor_app.py (Authlib's client-credentials grant "
-            "in Flask, an in-memory client, signing ES256, nothing written) under the same "
-            "gunicorn worker"
-        )
+    methods = {
+        "peer": "median over rounds of ours/peer in the same round; per_server_cpu_second "
+        "compares work per CPU-second of each server process, which a busy machine "
+        "distorts less than the rate",
+        "floor": "as ratio_vs_peer, against bench/floor_app.py (Authlib's client-credentials "
+        "grant in Flask, an in-memory client, signing ES256, nothing written) under the "
+        "same gunicorn worker",
+    }
+    for ref, _server in reference.each():
+        output[ref] = {"client_credentials": _median([h[ref] for h in history])}
+        ratios: dict[str, Any] = {name: _ratios(history, name, ref) for name in targets}
+        output[f"ratio_vs_{ref}"] = {**ratios, "method": methods[ref]}
     references = [name for name, _ in reference.each()]
     if references:
         output["aims_reached"] = {
