@@ -227,3 +227,11 @@ def test_documented_secret_files_are_readable_in_the_containers(tmp_path):
                 assert not path.stat().st_mode & 0o077, f"libpq ignores {files[name]}"
             checked.add(name)
     assert {"pgpass", "authserver_secret_key", "authserver_vault_keys"} <= checked
+
+
+def test_the_image_defaults_to_production_mode():
+    """A container started from the image without configuration refuses development
+    defaults (an http issuer, generated secrets, `authserver demo`): the image sets
+    AUTHSERVER_ENV=production, and only the compose file's services may say otherwise."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ENV AUTHSERVER_ENV=production$", dockerfile, re.MULTILINE)
