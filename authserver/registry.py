@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,10 @@ class ResourceSnapshot:
         return cls(row.id, row.identifier, row.name, tuple(row.scopes or ()), row.client_id)
 
 
+# Opens a session for one lookup and closes it (a cache miss reads, a hit opens nothing).
+Reading = Callable[[], AbstractContextManager[Session]]
+
+
 def _load_client(session: Session, client_id: str) -> ClientSnapshot | None:
     row = session.get(Client, client_id)
     return ClientSnapshot.of(row) if row is not None else None
@@ -148,6 +153,11 @@ def _load_client(session: Session, client_id: str) -> ClientSnapshot | None:
 def _load_resource(session: Session, identifier: str) -> ResourceSnapshot | None:
     row = session.scalar(select(ResourceServer).where(ResourceServer.identifier == identifier))
     return ResourceSnapshot.of(row) if row is not None else None
+
+
+def _load(reading: Reading, loader: Callable[[Session, str], Any], key: str) -> Any:
+    with reading() as session:
+        return loader(session, key)
 
 
 class Registry:
@@ -159,17 +169,17 @@ class Registry:
         self._clients: dict[str, tuple[int, float, ClientSnapshot]] = {}
         self._resources: dict[str, tuple[int, float, ResourceSnapshot]] = {}
 
-    def client(self, session: Callable[[], Session], client_id: str) -> ClientSnapshot | None:
-        return self._read(self._clients, client_id, lambda: _load_client(session(), client_id))
+    def client(self, reading: Reading, client_id: str) -> ClientSnapshot | None:
+        return self._read(self._clients, client_id, lambda: _load(reading, _load_client, client_id))
 
-    def fresh_client(self, session: Callable[[], Session], client_id: str) -> ClientSnapshot | None:
+    def fresh_client(self, reading: Reading, client_id: str) -> ClientSnapshot | None:
         """The row as the database has it now (the snapshot is replaced)."""
         self._clients.pop(client_id, None)
-        return self.client(session, client_id)
+        return self.client(reading, client_id)
 
-    def resource(self, session: Callable[[], Session], identifier: str) -> ResourceSnapshot | None:
+    def resource(self, reading: Reading, identifier: str) -> ResourceSnapshot | None:
         return self._read(
-            self._resources, identifier, lambda: _load_resource(session(), identifier)
+            self._resources, identifier, lambda: _load(reading, _load_resource, identifier)
         )
 
     def _read(self, cache: dict[str, Any], key: str, load: Callable[[], Any]) -> Any:

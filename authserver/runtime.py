@@ -16,6 +16,7 @@ from vault.accounts import Vault, lease_for
 
 from . import audit
 from .db import make_engine, make_read_session_factory, make_session_factory, transaction
+from .group_commit import GroupCommit
 from .keys import SigningKeys
 from .mail import Relay, parse_smtp_url
 from .notify import Dispatcher
@@ -38,6 +39,7 @@ class Runtime:
     passwords: Passwords
     read_session_factory: sessionmaker[Session]
     registry: Registry
+    group_commit: GroupCommit  # the inserts of write-only requests (see group_commit.py)
     _audit_key: bytes | None = None
     _linker: audit.AuditLinker | None = None
     _dispatcher: Dispatcher | None = None
@@ -118,4 +120,5 @@ def build_runtime(settings: Settings) -> Runtime:
         passwords=Passwords(settings),
         read_session_factory=read_factory,
         registry=Registry(settings.client_cache_ttl),
+        group_commit=GroupCommit(engine),
     )

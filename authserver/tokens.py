@@ -150,6 +150,19 @@ class TokenMinter:
         self.verified = VerifiedTokens()
 
     def access_token(self, session: Session, spec: AccessTokenSpec) -> IssuedAccessToken:
+        """A signed access token, its record inserted in `session`'s transaction."""
+        issued, record = self.mint(spec)
+        # A Core INSERT rather than `session.add`: the unit of work cost more than the rest
+        # of a grant's database work. `flush` first (a no-op when nothing is pending) so a
+        # new Grant this token points at is written before it; no code reads the record
+        # back as an object from the session it was minted in (lookups query the table).
+        session.flush()
+        session.connection().execute(INSERT_ACCESS_TOKEN, record)
+        return issued
+
+    def mint(self, spec: AccessTokenSpec) -> tuple[IssuedAccessToken, dict[str, Any]]:
+        """A signed access token and the values of its record, which the caller must insert
+        (`INSERT_ACCESS_TOKEN`) and commit before handing the token out."""
         issued_at = now()
         expires = issued_at + spec.ttl
         if spec.not_after is not None:
@@ -172,20 +185,13 @@ class TokenMinter:
             claims["authorization_details"] = spec.authorization_details
         claims.update(spec.extra_claims)
         token = self._sign(claims, ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP)
-        # A Core INSERT now, in the caller's transaction, rather than `session.add`: the
-        # unit of work cost more than the rest of a client-credentials grant's database
-        # work. `flush` first (a no-op when nothing is pending) so a new Grant this token
-        # points at is written before it; no code reads the record back as an object
-        # from the session it was minted in (lookups query the table).
-        session.flush()
-        values = {
+        record = {
             "jti": claims["jti"],
             "grant_id": spec.grant_id,
             "client_id": spec.client_id,
             "expires_at": claims["exp"],
         }
-        session.connection().execute(INSERT_ACCESS_TOKEN, values)
-        return IssuedAccessToken(token, claims, expires - issued_at)
+        return IssuedAccessToken(token, claims, expires - issued_at), record
 
     def id_token(
         self,

@@ -7,9 +7,12 @@ endpoint is registered: read it to see the whole protocol surface.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from authlib.oauth2.rfc9207 import IssuerParameter
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from ..runtime import Runtime
 from .ciba.endpoint import BackchannelAuthenticationEndpoint
@@ -41,8 +44,11 @@ def build_authorization_server(
     session: Callable[[], Session],
     record: Callable[..., None],
     commit: Callable[[], None],
+    *,
+    reading: Callable[[], AbstractContextManager[Session]],
+    insert: Callable[[Insert, dict[str, Any]], None],
 ) -> AuthorizationServer:
-    server = AuthorizationServer(runtime, session, record, commit)
+    server = AuthorizationServer(runtime, session, record, commit, reading=reading, insert=insert)
     server.register_extension(_Issuer(runtime))
     server.register_grant(
         AuthorizationCodeGrant,

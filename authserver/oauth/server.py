@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer as _AuthorizationServer
@@ -13,6 +14,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedRespon
 from flask import Response
 from flask import request as flask_request
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from ..registry import ResourceSnapshot
 from ..runtime import Runtime
@@ -27,7 +29,10 @@ JSON_HEADERS = [
 
 
 class AuthorizationServer(_AuthorizationServer):
-    """Grants reach storage only through `db`, `record` and `commit`, injected by the app."""
+    """Grants reach storage only through what the app injects: `db` (the request's
+    transaction), `reading` (a short read outside it, closed at once), `record` (audit
+    entries), `insert` (rows that no read must stay true for: committed with the audit
+    rows, in a group commit when the request's transaction never began) and `commit`."""
 
     JSON_HEADERS = JSON_HEADERS
 
@@ -37,11 +42,16 @@ class AuthorizationServer(_AuthorizationServer):
         session: Callable[[], Session],
         record: Callable[..., None],
         commit: Callable[[], None],
+        *,
+        reading: Callable[[], AbstractContextManager[Session]],
+        insert: Callable[[Insert, dict[str, Any]], None],
     ) -> None:
         super().__init__()
         self._runtime = runtime
         self.db = session
+        self.reading = reading
         self.record = record
+        self.insert = insert
         self.commit = commit
 
     @property
@@ -52,14 +62,16 @@ class AuthorizationServer(_AuthorizationServer):
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
             return None
         registry = self.runtime.registry
-        model = registry.client(self.db, client_id)
+        # A registration snapshot: read outside the request's transaction, which then stays
+        # unbegun for grants that only insert (they commit in a group commit).
+        model = registry.client(self.reading, client_id)
         if model is None:
             return None
-        return OAuthClient(model, reload=lambda: registry.fresh_client(self.db, client_id))
+        return OAuthClient(model, reload=lambda: registry.fresh_client(self.reading, client_id))
 
     def resource(self, identifier: str) -> ResourceSnapshot | None:
         """The registered resource server (RFC 8707) named `identifier`, if any."""
-        return self.runtime.registry.resource(self.db, identifier)
+        return self.runtime.registry.resource(self.reading, identifier)
 
     def get_authorization_grant(self, request: OAuth2Request) -> Any:
         """Authlib's lookup, except that a missing `response_type` is invalid_request (RFC 6749

@@ -32,7 +32,12 @@ class _OAuthServerHolder:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["oauth_server"] = build_authorization_server(
-            context.runtime, context.db, context.record, context.commit
+            context.runtime,
+            context.db,
+            context.record,
+            context.commit,
+            reading=context.reading,
+            insert=context.insert,
         )
         settings = app.extensions["authserver"].settings
         storage = make_storage(settings.redis_url, context.db)

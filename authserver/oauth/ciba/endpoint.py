@@ -175,6 +175,7 @@ class BackchannelAuthenticationEndpoint(TokenEndpoint):
             authorization_details=details,
             binding_message=binding_message,
             delivery_mode=mode,
+            created_at=moment,  # the same second as expires_at counts from
             expires_at=moment + expiry,
             interval=self.server.runtime.settings.ciba_interval,
             changed_at_ms=moment * 1000,

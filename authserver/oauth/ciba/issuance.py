@@ -7,6 +7,7 @@ for one approved action must not be renewable into more of them.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -30,7 +31,7 @@ def issue_for_request(
     """The token response; for push, the ID token carries `auth_req_id` (CIBA §10.3.1)."""
     grant = session.get(Grant, row.grant_id) if row.grant_id else None
     resources = resolve_resources(
-        lambda name: runtime.registry.resource(lambda: session, name), row.resources
+        lambda name: runtime.registry.resource(lambda: nullcontext(session), name), row.resources
     )
     spec = access_token_spec(
         runtime.settings,

@@ -23,7 +23,7 @@ from authlib.oauth2.rfc6749.hooks import hooked
 
 from ...models import User, now
 from ...registry import ResourceSnapshot
-from ...tokens import AccessTokenSpec
+from ...tokens import INSERT_ACCESS_TOKEN, AccessTokenSpec
 from ..errors import InvalidTargetError
 from ..exchange import federated, policy
 from ..exchange.presented import (
@@ -92,12 +92,13 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         names = ["subject_token"] + (["actor_token"] if form.get("actor_token") else [])
         presented = [(form[name], form[f"{name}_type"]) for name in names]
         try:
-            tokens = read_presented_tokens(
-                self.server.db(),
-                self.server.runtime.minter,
-                presented,
-                self.request.client.client_id,
-            )
+            # Read outside the request's transaction: the token issued from them is tied to
+            # their grant, so revoking it later still reaches this token (introspection
+            # reads the grant); and the request then commits in a group commit.
+            with self.server.reading() as session:
+                tokens = read_presented_tokens(
+                    session, self.server.runtime.minter, presented, self.request.client.client_id
+                )
         except ReusedRefreshToken as reused:
             revoke_reused_family(self.server, reused.grant)
             name = names[reused.position]
@@ -193,7 +194,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
             auth_time=subject.auth_time,
             act=self.request.act,
         )
-        issued = self.server.runtime.minter.access_token(self.server.db(), spec)
+        issued, record = self.server.runtime.minter.mint(spec)
+        self.server.insert(INSERT_ACCESS_TOKEN, record)
         chain = policy.chain_of(self.request.act)
         self.server.record(
             "token.exchanged",

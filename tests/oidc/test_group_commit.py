@@ -1,0 +1,198 @@
+"""Group commit (authserver.group_commit): write-only requests share a transaction.
+
+A client-credentials grant or a token exchange reads nothing in its own transaction and
+writes two rows (the token's record, its audit row). Requests that reach their commit at
+the same time commit together, one sync for all. What must not change: a token is handed
+out only once its rows are committed, a request's rows commit all or none, and one
+request's failure is not another's. Real database (SQLite file or PostgreSQL), real
+threads, real HTTP for the end-to-end checks.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+import requests
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+from authserver.models import AccessTokenRecord, now
+from authserver.tokens import INSERT_ACCESS_TOKEN
+from tests.support.apps import reset_database
+from tests.support.db import audit_events, count, rows
+from tests.support.factories import make_machine_client, make_resource
+from tests.support.live import live_server
+
+API = "https://api.example.com"
+FOLLOWERS = 5
+
+
+def _record(jti: str | None = None) -> dict:
+    return {
+        "jti": jti or secrets.token_urlsafe(18),
+        "grant_id": None,
+        "client_id": "batch-job",
+        "expires_at": now() + 300,
+    }
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.005)
+
+
+class _HeldCommit:
+    """Holds the first COMMIT of a transaction that wrote token records until released, so
+    other requests queue meanwhile (other writers, such as the audit linker, pass)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.first = True
+        event.listen(engine, "before_cursor_execute", self._on_execute)
+        event.listen(engine, "commit", self._on_commit)
+
+    def _on_execute(self, conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ACCESS_TOKENS"):
+            conn.info["wrote_tokens"] = True
+
+    def _on_commit(self, conn) -> None:
+        if conn.info.pop("wrote_tokens", False) and self.first:
+            self.first = False
+            self.entered.set()
+            assert self.release.wait(10)
+
+    def remove(self) -> None:
+        self.release.set()
+        event.remove(self.engine, "before_cursor_execute", self._on_execute)
+        event.remove(self.engine, "commit", self._on_commit)
+
+
+@contextmanager
+def held_commit(engine) -> Iterator[_HeldCommit]:
+    holder = _HeldCommit(engine)
+    try:
+        yield holder
+    finally:
+        holder.remove()
+
+
+def _leader_then_followers(runtime, follower_writes):
+    """One request commits (held); the others queue behind it; then all are released."""
+    group = runtime.group_commit
+    with held_commit(runtime.engine) as held, ThreadPoolExecutor(1 + len(follower_writes)) as pool:
+        leader = pool.submit(group.insert, [(INSERT_ACCESS_TOKEN, _record())])
+        assert held.entered.wait(10)
+        followers = [pool.submit(group.insert, writes) for writes in follower_writes]
+        _wait_for(lambda: group.waiting() == len(follower_writes))
+        held.release.set()
+        return leader, followers
+
+
+def test_requests_that_commit_together_share_one_transaction(app, runtime):
+    before = runtime.group_commit.transactions
+    writes = [[(INSERT_ACCESS_TOKEN, _record())] for _ in range(FOLLOWERS)]
+    leader, followers = _leader_then_followers(runtime, writes)
+    assert leader.result() == 1
+    # Everything that queued during the first commit went in the next one, together.
+    assert [f.result() for f in followers] == [FOLLOWERS] * FOLLOWERS
+    assert runtime.group_commit.transactions - before == 2
+    assert count(app, AccessTokenRecord) == 1 + FOLLOWERS
+
+
+def test_a_request_whose_rows_fail_fails_alone_and_writes_nothing(app, runtime):
+    taken = _record()
+    runtime.group_commit.insert([(INSERT_ACCESS_TOKEN, taken)])
+    good = [_record() for _ in range(FOLLOWERS - 1)]
+    half_written = _record()  # committed only with its duplicate partner: so never
+    writes = [[(INSERT_ACCESS_TOKEN, row)] for row in good]
+    writes.insert(2, [(INSERT_ACCESS_TOKEN, half_written), (INSERT_ACCESS_TOKEN, dict(taken))])
+    leader, followers = _leader_then_followers(runtime, writes)
+    leader.result()
+    failed = followers.pop(2)
+    with pytest.raises(IntegrityError):
+        failed.result()
+    assert all(f.result() == 1 for f in followers)  # retried alone, each committed
+    stored = {r.jti for r in rows(app, AccessTokenRecord)}
+    assert {r["jti"] for r in good} <= stored
+    assert half_written["jti"] not in stored
+
+
+def test_a_lone_request_commits_at_once(app, runtime):
+    row = _record()
+    assert runtime.group_commit.insert([(INSERT_ACCESS_TOKEN, row)]) == 1
+    assert [r.jti for r in rows(app, AccessTokenRecord)] == [row["jti"]]
+
+
+@pytest.fixture
+def server(migrated_database):
+    with live_server(migrated_database) as running:
+        yield running
+
+
+def test_concurrent_grants_each_get_a_committed_record_and_audit_row(server):
+    """Over HTTP, 24 grants at once: each token is introspected active right after its
+    response (its record was committed before it was sent), and each has its audit row."""
+    reset_database(server.app)
+    make_resource(server.app, API, scopes=("read",))
+    service = make_machine_client(server.app, "batch-job", "read", [API])
+    session = requests.Session()
+
+    def grant_then_introspect(_: int) -> tuple[str, bool]:
+        token = session.post(
+            f"{server.url}/token",
+            data={"grant_type": "client_credentials", "scope": "read", "resource": API},
+            auth=service.basic_auth,
+            timeout=30,
+        ).json()["access_token"]
+        answer = session.post(
+            f"{server.url}/introspect",
+            data={"token": token},
+            auth=service.basic_auth,
+            timeout=30,
+        ).json()
+        return token, answer["active"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(grant_then_introspect, range(24)))
+    assert all(active for _, active in results)
+    assert count(server.app, AccessTokenRecord) == 24
+    issued = audit_events(server.app, "token.issued")
+    assert len(issued) == 24
+    assert server.app.extensions["authserver"].engine.pool.checkedout() == 0
+
+
+def test_a_grant_whose_commit_fails_hands_out_no_token(app, client, engine):
+    """The record's INSERT is refused by the database: 500 server_error, no token, nothing
+    written (the audit row went in the same transaction)."""
+    make_resource(app, API, scopes=("read",))
+    service = make_machine_client(app, "batch-job", "read", [API])
+
+    def refuse_token_records(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ACCESS_TOKENS"):
+            raise RuntimeError("disk full")
+
+    event.listen(engine, "before_cursor_execute", refuse_token_records)
+    try:
+        response = client.post(
+            "/token",
+            data={"grant_type": "client_credentials", "scope": "read", "resource": API},
+            auth=service.basic_auth,
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse_token_records)
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "server_error"
+    assert "access_token" not in response.get_json()
+    assert count(app, AccessTokenRecord) == 0
+    assert audit_events(app, "token.issued") == []
