@@ -197,6 +197,19 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}))
 
 
+def make_short_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for short reads in which each statement may see the latest commit on its own.
+
+    On PostgreSQL they run in autocommit: no BEGIN and ROLLBACK around the one or few
+    SELECTs, two round trips fewer, measured at about a sixth of a token exchange's CPU.
+    On SQLite they are the deferred read transactions of `make_read_session_factory`.
+    """
+    if is_sqlite(engine):
+        return make_read_session_factory(engine)
+    options = {"isolation_level": "AUTOCOMMIT", READ_ONLY_OPTION: True}
+    return sessionmaker(bind=engine.execution_options(**options))
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in its own transaction: commit on success, roll back on error."""

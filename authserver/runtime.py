@@ -15,7 +15,13 @@ from vault import KeyRing
 from vault.accounts import Vault, lease_for
 
 from . import audit
-from .db import make_engine, make_read_session_factory, make_session_factory, transaction
+from .db import (
+    make_engine,
+    make_read_session_factory,
+    make_session_factory,
+    make_short_read_session_factory,
+    transaction,
+)
 from .group_commit import GroupCommit
 from .keys import SigningKeys
 from .mail import Relay, parse_smtp_url
@@ -40,6 +46,7 @@ class Runtime:
     read_session_factory: sessionmaker[Session]
     registry: Registry
     group_commit: GroupCommit  # the inserts of write-only requests (see group_commit.py)
+    short_read_factory: sessionmaker[Session]  # one or a few SELECTs, each on its own
     _audit_key: bytes | None = None
     _linker: audit.AuditLinker | None = None
     _dispatcher: Dispatcher | None = None
@@ -121,4 +128,5 @@ def build_runtime(settings: Settings) -> Runtime:
         read_session_factory=read_factory,
         registry=Registry(settings.client_cache_ttl),
         group_commit=GroupCommit(engine),
+        short_read_factory=make_short_read_session_factory(engine),
     )

@@ -49,9 +49,10 @@ def db() -> Session:
 @contextmanager
 def reading() -> Iterator[Session]:
     """A short read outside the request's transaction, for reads that nothing the request
-    writes needs to stay true until its commit (on SQLite it takes no write lock). Closed
-    at the end of the block: a request never holds a second connection while it waits."""
-    with runtime().read_session_factory() as session:
+    writes needs to stay true until its commit. Each statement may see the latest commit
+    on its own (`make_short_read_session_factory`); on SQLite it takes no write lock.
+    Closed at the end of the block: a request never holds a second connection meanwhile."""
+    with runtime().short_read_factory() as session:
         yield session
 
 
