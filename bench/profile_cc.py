@@ -75,8 +75,8 @@ STEPS = [
         "create_token_response",
     ),
     ("JWT signing (jwt.encode ES256)", "authserver/tokens.py", "_sign"),
-    ("audit rows + MAC (make_row)", "authserver/audit.py", "make_row"),
-    ("commit (flush + COMMIT)", "sqlalchemy/orm/session.py", "commit"),
+    ("audit rows + MAC (row_values)", "authserver/audit.py", "row_values"),
+    ("group commit (INSERTs + COMMIT of a batch)", "authserver/group_commit.py", "_write"),
     ("teardown (rollback + close)", "web/context.py", "_teardown"),
     ("before_request hooks", "flask/app.py", "preprocess_request"),
     ("json response", "oauth/server.py", "handle_response"),
@@ -132,6 +132,15 @@ def in_process(server: servers.AuthServer, requests: int, cleanup: Cleanup) -> d
     }
 
 
+# Leaf frames of a thread that waits (py-spy --nonblocking samples waiting threads too):
+# gthread's idle pool threads and poller, and requests waiting for their group commit.
+IDLE_LEAVES = (
+    ("Condition.wait", "threading.py"),
+    ("_worker", "concurrent/futures/thread.py"),
+    ("EpollSelector.select", "selectors.py"),
+)
+
+
 def _collapse(raw: Path) -> tuple[Counter[str], Counter[str], int]:
     """py-spy raw output -> (self samples by package, inclusive samples by step, total)."""
     by_package: Counter[str] = Counter()
@@ -145,6 +154,9 @@ def _collapse(raw: Path) -> tuple[Counter[str], Counter[str], int]:
         # "Class.method (package/module.py:123)" per frame, outermost first.
         frames = [frame.rpartition(" (") for frame in stack.split(";")]
         frames = [(function, where.rpartition(":")[0]) for function, _, where in frames]
+        leaf_function, leaf_file = frames[-1]
+        if any(leaf_function == f and leaf_file.endswith(suffix) for f, suffix in IDLE_LEAVES):
+            continue  # a thread waiting, not running: no CPU
         total += count
         by_package[_package(*reversed(frames[-1]))] += count
         for label, fragment, name in STEPS:
