@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,16 @@ log = logging.getLogger(__name__)
 MAX_BATCH_REQUESTS = 64
 
 Write = tuple[Insert, dict[str, Any]]
+# Errors that one request's rows cause (a duplicate key, a value too long): a batch that
+# meets one is retried request by request, so that only that request fails. Any other
+# error (the database locked past its timeout, a lost connection) would fail each retry as
+# well, after as long again: the whole batch gets it at once.
+ROW_ERRORS = (IntegrityError, DataError)
+
+
+class GroupCommitFailed(Exception):
+    """The transaction that carried this request's rows with others' failed (the database's
+    error is the `__cause__`) or was interrupted; none of its rows were committed."""
 
 
 @dataclass
@@ -79,6 +90,12 @@ class GroupCommit:
                 self._commit(batch)
             finally:
                 with self._changed:
+                    # Interrupted (an exception that escaped `_commit`): every request it
+                    # took is answered, or its thread would wait for ever.
+                    for request in batch:
+                        if not request.settled:
+                            request.settled = True
+                            request.error = GroupCommitFailed("the commit was interrupted")
                     self._committing = False
                     self._changed.notify_all()
         return self._outcome(mine)
@@ -90,20 +107,31 @@ class GroupCommit:
 
     @staticmethod
     def _outcome(request: _Request) -> int:
-        if request.error is not None:
-            raise request.error
-        return request.batch_size
+        error = request.error
+        if error is None:
+            return request.batch_size
+        if request.batch_size == 1:
+            raise error  # its own transaction: its own error
+        # One exception object raised in several threads would mix their tracebacks.
+        raise GroupCommitFailed("a group commit failed") from error
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
             self._write(batch)
         except BaseException as error:  # noqa: BLE001 (each request gets its own outcome)
-            if len(batch) == 1 or not isinstance(error, Exception):
+            if len(batch) == 1 or not isinstance(error, ROW_ERRORS):
                 self._settle(batch, error)
                 return
-            # One request's rows (a duplicate key, say) must not fail the others' requests:
-            # each one again, alone, so each gets its own answer.
-            log.warning("a batch of %d requests failed to commit; retrying each", len(batch))
+            # One request's rows must not fail the others' requests: each one again, alone,
+            # so each gets its own answer. The driver's first line names the constraint; the
+            # statement's parameters (row values) are not logged.
+            cause = str(getattr(error, "orig", error)).splitlines()[:1]
+            log.warning(
+                "a batch of %d requests failed to commit (%s: %s); retrying each",
+                len(batch),
+                type(error).__name__,
+                cause[0][:200] if cause else "",
+            )
             for request in batch:
                 self._commit([request])
             return

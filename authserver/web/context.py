@@ -51,7 +51,11 @@ def reading() -> Iterator[Session]:
     """A short read outside the request's transaction, for reads that nothing the request
     writes needs to stay true until its commit. Each statement may see the latest commit
     on its own (`make_short_read_session_factory`); on SQLite it takes no write lock.
-    Closed at the end of the block: a request never holds a second connection meanwhile."""
+    Closed at the end of the block, so a client-credentials grant or token exchange holds
+    one connection at a time (a grant with its own transaction open holds two while a
+    registration is read on a cache miss).
+    On PostgreSQL nothing enforces that these sessions only read: a write here would commit
+    at once, outside the request's transaction and without its audit rows."""
     with runtime().short_read_factory() as session:
         yield session
 

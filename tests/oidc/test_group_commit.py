@@ -20,8 +20,9 @@ from contextlib import contextmanager
 import pytest
 import requests
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from authserver.group_commit import GroupCommit, GroupCommitFailed
 from authserver.models import AccessTokenRecord, now
 from authserver.tokens import INSERT_ACCESS_TOKEN
 from tests.support.apps import reset_database
@@ -126,6 +127,72 @@ def test_a_request_whose_rows_fail_fails_alone_and_writes_nothing(app, runtime):
     stored = {r.jti for r in rows(app, AccessTokenRecord)}
     assert {r["jti"] for r in good} <= stored
     assert half_written["jti"] not in stored
+
+
+def test_a_batch_that_fails_for_the_database_fails_once_for_all(app, runtime, engine):
+    """An error that no row caused (the file locked past its timeout, a lost connection)
+    would fail each request's retry too, after as long again: every request of the batch
+    gets it from the one attempt (GroupCommitFailed, the database's error as its cause)."""
+    attempts: list[str] = []
+    locked = engine.dialect.loaded_dbapi.OperationalError
+
+    def database_locked(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO ACCESS_TOKENS"):
+            attempts.append(statement)
+            if len(attempts) > 1:  # the first batch (the held leader's) commits
+                raise locked("simulated: database is locked")
+
+    event.listen(engine, "before_cursor_execute", database_locked)
+    try:
+        writes = [[(INSERT_ACCESS_TOKEN, _record())] for _ in range(FOLLOWERS)]
+        leader, followers = _leader_then_followers(runtime, writes)
+        assert leader.result() == 1
+        for follower in followers:
+            with pytest.raises(GroupCommitFailed) as failed:
+                follower.result()
+            assert isinstance(failed.value.__cause__, OperationalError)
+    finally:
+        event.remove(engine, "before_cursor_execute", database_locked)
+    assert len(attempts) == 2  # the leader's batch, then the followers' once: no retries
+    assert count(app, AccessTokenRecord) == 1
+
+
+def test_an_interrupted_commit_still_answers_every_request_it_took(app, engine):
+    """Whatever escapes a commit (here an exception thrown past it), each request it had
+    taken is answered, rather than its thread waiting, or leading empty commits, for ever."""
+    group = GroupCommit(engine)
+    release, calls = threading.Event(), []
+    commit = group._commit
+
+    def first_held_then_interrupted(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            assert release.wait(10)
+            return commit(batch)
+        raise RuntimeError("interrupted")
+
+    group._commit = first_held_then_interrupted
+    with ThreadPoolExecutor(1 + FOLLOWERS) as pool:
+        leader = pool.submit(group.insert, [(INSERT_ACCESS_TOKEN, _record())])
+        _wait_for(lambda: len(calls) == 1)
+        followers = [
+            pool.submit(group.insert, [(INSERT_ACCESS_TOKEN, _record())]) for _ in range(FOLLOWERS)
+        ]
+        _wait_for(lambda: group.waiting() == FOLLOWERS)
+        release.set()
+        assert leader.result(timeout=10) == 1
+        outcomes = []
+        for follower in followers:
+            try:
+                follower.result(timeout=10)
+                outcomes.append("committed")
+            except RuntimeError:
+                outcomes.append("interrupted")  # the follower that led the second commit
+            except GroupCommitFailed:
+                outcomes.append("failed")
+    assert sorted(outcomes) == ["failed"] * (FOLLOWERS - 1) + ["interrupted"]
+    assert calls == [1, FOLLOWERS]
+    assert count(app, AccessTokenRecord) == 1
 
 
 def test_a_lone_request_commits_at_once(app, runtime):
