@@ -201,7 +201,8 @@ def make_short_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for short reads in which each statement may see the latest commit on its own.
 
     On PostgreSQL they run in autocommit: no BEGIN and ROLLBACK around the one or few
-    SELECTs, two round trips fewer, measured at about a sixth of a token exchange's CPU.
+    SELECTs, two round trips fewer: 17 and 34 % of a token exchange's CPU in two
+    in-process measurements (bench/README.md, "Group commit").
     On SQLite they are the deferred read transactions of `make_read_session_factory`.
     """
     if is_sqlite(engine):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
@@ -53,7 +53,7 @@ class _Request:
     writes: Sequence[Write]
     settled: bool = False
     error: BaseException | None = None
-    batch_size: int = field(default=0)
+    batch_size: int = 0
 
 
 class GroupCommit:
@@ -63,14 +63,13 @@ class GroupCommit:
         self._changed = threading.Condition(threading.Lock())
         self._queue: list[_Request] = []
         self._committing = False
-        # Figures for the benchmarks: transactions committed, requests they carried.
-        self.transactions = 0
-        self.requests = 0
+        self.transactions = 0  # committed so far (read by the tests)
 
     def insert(self, writes: Sequence[Write]) -> int:
         """Commit `writes` (in this order, all or none); returns the batch's size in requests.
 
-        Raises what the database raised when these rows could not be committed.
+        Raises when these rows were not committed: the database's error when they were
+        committed alone, else `GroupCommitFailed` with that error as its cause.
         """
         mine = _Request(writes)
         with self._changed:
@@ -146,7 +145,6 @@ class GroupCommit:
         with self._changed:
             if error is None:
                 self.transactions += 1
-                self.requests += len(batch)
             for request in batch:
                 request.settled = True
                 request.error = error
