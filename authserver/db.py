@@ -156,6 +156,10 @@ def make_engine(
     writers of this process wait for each other on a WriterTurn.
     """
     parsed = make_url(url)
+    # SQLAlchemy puts a failed statement's parameters (up to ten rows of a batch) in the
+    # exception's text, which a 500's log line prints: other requests' addresses, user ids,
+    # token ids and digests. The statement and the driver's message stay.
+    private = {"hide_parameters": True}
     if parsed.get_backend_name() != "sqlite":
         # No pool_pre_ping: it cost a round trip to the database on every request (every
         # token request checks a connection out). Without it, a connection the server has
@@ -164,7 +168,9 @@ def make_engine(
         # pool opened before the failure, so each worker loses one request, not one per
         # connection. pool_recycle keeps connections younger than common idle timeouts
         # (proxies, firewalls) that would otherwise cause the same one-request failure.
-        return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S)
+        return create_engine(
+            url, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S, **private
+        )
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         _create_private_file(Path(database))
@@ -176,6 +182,7 @@ def make_engine(
             "timeout": sqlite_busy_timeout_ms / 1000,
             "factory": _turn_taking_connection(turn),
         },
+        **private,
     )
     event.listen(
         engine, "connect", _sqlite_configurator(sqlite_synchronous, sqlite_busy_timeout_ms)

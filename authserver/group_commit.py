@@ -151,13 +151,22 @@ class GroupCommit:
         # SQLAlchemy's own execute reads results as it goes (a RETURNING it adds), which a
         # pipeline has not received yet: a batch with such a statement is not pipelined.
         pipelined = all(compiled is not None for compiled, _, _ in groups)
-        with self._engine.connect() as connection, _pipeline(connection, pipelined):
-            with connection.begin():
-                for compiled, statement, rows in groups:
-                    if compiled is None:
-                        connection.execute(statement, rows)
-                    else:
-                        connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
+        with self._engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                with _pipeline(connection, pipelined):
+                    for compiled, statement, rows in groups:
+                        if compiled is None:
+                            connection.execute(statement, rows)
+                        else:
+                            connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
+                    transaction.commit()
+            except BaseException:
+                # Only once the pipeline is closed: a ROLLBACK sent into a pipeline that an
+                # error aborted fails too, and its error (not a row error) would replace
+                # the statement's own, so the batch would not be retried request by request.
+                transaction.rollback()
+                raise
 
     def _settle(self, batch: list[_Request], error: BaseException | None) -> None:
         with self._changed:
@@ -204,7 +213,6 @@ class _DriverInsert:
     """An INSERT compiled for one dialect and one set of columns: its SQL, and how each row
     becomes the driver's parameters (in the compiled order, through the columns' types)."""
 
-    statement: Insert
     sql: str
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
@@ -231,22 +239,23 @@ class _DriverInserts:
 
     def __init__(self, engine: Engine) -> None:
         self._dialect = engine.dialect
-        self._compiled: dict[tuple[int, tuple[str, ...]], _DriverInsert | None] = {}
+        # (statement, its compiled form or None): the statement itself is kept so that an id
+        # reused by another statement, once the first is gone, is not taken for it.
+        self._compiled: dict[tuple[int, tuple[str, ...]], tuple[Insert, _DriverInsert | None]] = {}
         self._lock = threading.Lock()
 
     def compiled(self, statement: Insert, row: dict[str, Any]) -> _DriverInsert | None:
         columns = tuple(row)
         key = (id(statement), columns)
         with self._lock:
-            found = self._compiled.get(key, False)
-        # An id is reused once its object is gone: the entry must be this very statement.
-        if found is None or (found and found.statement is statement):
-            return found
+            found = self._compiled.get(key)
+        if found is not None and found[0] is statement:
+            return found[1]
         compiled = self._compile(statement, columns)
         with self._lock:
             if len(self._compiled) >= self.LIMIT:
                 self._compiled.clear()
-            self._compiled[key] = compiled
+            self._compiled[key] = (statement, compiled)
         return compiled
 
     def _compile(self, statement: Insert, columns: tuple[str, ...]) -> _DriverInsert | None:
@@ -261,4 +270,4 @@ class _DriverInserts:
         processors = tuple(
             table_columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
         )
-        return _DriverInsert(statement, compiled.string, names, processors, dialect.positional)
+        return _DriverInsert(compiled.string, names, processors, dialect.positional)
